@@ -1,0 +1,96 @@
+/* Run-time choice of the kernel variant: AVX-512 where the CPU has it, else AVX2 + FMA,
+ * else the baseline build. One wheel runs on all of them. */
+#include <stddef.h>
+#include "rnnfast.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define RF_DECLARE(isa)                                                                   \
+    int rf_forward_##isa(const rf_fwd_args *a);                                           \
+    int rf_backward_##isa(const rf_bwd_args *a);                                          \
+    int rf_gemm_##isa(int, int, int, int64_t, int64_t, int64_t, const void *, int64_t,    \
+                      const void *, int64_t, int, void *, int64_t, int);
+#ifdef RF_HAVE_X86_VARIANTS
+RF_DECLARE(avx512)
+RF_DECLARE(avx2)
+#endif
+RF_DECLARE(base)
+
+static int detected = -1;
+
+int rf_isa(void)
+{
+    if (detected < 0) {
+#ifdef RF_HAVE_X86_VARIANTS
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
+            detected = RF_ISA_AVX512;
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            detected = RF_ISA_AVX2;
+        else
+#endif
+            detected = RF_ISA_BASE;
+    }
+    return detected;
+}
+
+const char *rf_isa_name(void)
+{
+    static const char *names[] = {"baseline", "avx2", "avx512"};
+    return names[rf_isa()];
+}
+
+int rf_forward(const rf_fwd_args *a)
+{
+    switch (rf_isa()) {
+#ifdef RF_HAVE_X86_VARIANTS
+    case RF_ISA_AVX512: return rf_forward_avx512(a);
+    case RF_ISA_AVX2: return rf_forward_avx2(a);
+#endif
+    default: return rf_forward_base(a);
+    }
+}
+
+int rf_backward(const rf_bwd_args *a)
+{
+    switch (rf_isa()) {
+#ifdef RF_HAVE_X86_VARIANTS
+    case RF_ISA_AVX512: return rf_backward_avx512(a);
+    case RF_ISA_AVX2: return rf_backward_avx2(a);
+#endif
+    default: return rf_backward_base(a);
+    }
+}
+
+int rf_gemm(int dtype, int ta, int tb, int64_t m, int64_t n, int64_t k, const void *a,
+            int64_t lda, const void *b, int64_t ldb, int beta_one, void *c, int64_t ldc,
+            int nthreads)
+{
+    switch (rf_isa()) {
+#ifdef RF_HAVE_X86_VARIANTS
+    case RF_ISA_AVX512: return rf_gemm_avx512(dtype, ta, tb, m, n, k, a, lda, b, ldb, beta_one, c, ldc, nthreads);
+    case RF_ISA_AVX2: return rf_gemm_avx2(dtype, ta, tb, m, n, k, a, lda, b, ldb, beta_one, c, ldc, nthreads);
+#endif
+    default: return rf_gemm_base(dtype, ta, tb, m, n, k, a, lda, b, ldb, beta_one, c, ldc, nthreads);
+    }
+}
+
+int rf_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int rf_openmp_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}

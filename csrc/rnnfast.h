@@ -1,0 +1,93 @@
+/* rnnfast C kernels: the public C interface used by the Cython wrapper.
+ *
+ * One call computes one layer in one direction, forward or backward (BPTT), for a whole
+ * sequence batch. Arrays are C-contiguous, time-major, of one floating type (float or
+ * double, chosen by `dtype`). The caller (Python) validates every argument before the
+ * call; kernels trust it and report only allocation failure.
+ *
+ * Structure (see docs/design.md):
+ *   forward:  gx = x W_ih^T + bias          one GEMM over all T*N rows (hoisted)
+ *             one parallel region over the whole time loop; each thread owns a slice of
+ *             hidden units; per step: recurrent product + fused gate math; barrier
+ *   backward: one parallel region over the reversed time loop producing the gate
+ *             gradients of every step; then dX, dW_ih, dW_hh (and dW_hr) as one GEMM
+ *             each over all steps, and bias gradients as column sums.
+ */
+#ifndef RNNFAST_H
+#define RNNFAST_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum rf_cell { RF_RNN_TANH = 0, RF_RNN_RELU = 1, RF_LSTM = 2, RF_GRU = 3 };
+enum rf_dtype { RF_F32 = 0, RF_F64 = 1 };
+enum rf_status { RF_OK = 0, RF_ENOMEM = 1 };
+enum rf_isa { RF_ISA_BASE = 0, RF_ISA_AVX2 = 1, RF_ISA_AVX512 = 2 };
+
+typedef struct {
+    int cell, dtype, reverse, reset_after, training, nthreads;
+    int64_t T, N, isz, H, P;     /* isz = input size; P = proj_size if projecting, else H */
+    const int64_t *lengths;      /* (N,) or NULL: every length is T */
+    /* inputs */
+    const void *x;               /* (T, N, I) */
+    const void *h0;              /* (N, P) */
+    const void *c0;              /* (N, H), LSTM only */
+    const void *w_ih;            /* (G*H, I) */
+    const void *w_hh;            /* (G*H, P) */
+    const void *b_ih, *b_hh;     /* (G*H,) or both NULL */
+    const void *w_hr;            /* (P, H) or NULL */
+    /* outputs */
+    void *y;                     /* (T, N, P), zero at padded steps */
+    void *h_n;                   /* (N, P) */
+    void *c_n;                   /* (N, H), LSTM only */
+    /* workspace: gx (T, N, G*H). On return in training mode it holds the activated gates
+     * (LSTM i,f,g,o; GRU r,z,n); for RNN it is scratch. */
+    void *gx;
+    /* training-only workspace (NULL otherwise), zero-initialised by the caller: */
+    void *ws_c;                  /* LSTM: (T, N, H) c_t */
+    void *ws_m;                  /* LSTM with projection: (T, N, H) o*tanh(c_t) */
+    void *ws_hn;                 /* GRU: (T, N, H) W_hn h + b_hn (reset_after) or r*h_{t-1} */
+} rf_fwd_args;
+
+typedef struct {
+    int cell, dtype, reverse, reset_after, nthreads;
+    int64_t T, N, isz, H, P;
+    const int64_t *lengths;
+    /* what the forward saw and kept */
+    const void *x, *h0, *c0, *w_ih, *w_hh, *w_hr;
+    int has_bias;
+    const void *gates;           /* (T, N, G*H) activated gates (forward gx) */
+    const void *hs;              /* (T, N, P) h_t (zero at padded steps) */
+    const void *ws_c, *ws_m, *ws_hn;
+    /* incoming gradients */
+    const void *dy;              /* (T, N, P) */
+    const void *dh_n;            /* (N, P) or NULL */
+    const void *dc_n;            /* (N, H) or NULL */
+    /* outputs (fully overwritten) */
+    void *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh, *dw_hr;
+    /* workspace, zero-initialised by the caller */
+    void *dgx;                   /* (T, N, G*H) gradient wrt the input-side pre-activations */
+    void *dgh;                   /* GRU: (T, N, G*H) wrt the recurrent-side pre-activations */
+    void *dhtot;                 /* LSTM with projection: (T, N, P) total dL/dh_t */
+} rf_bwd_args;
+
+int rf_forward(const rf_fwd_args *a);
+int rf_backward(const rf_bwd_args *a);
+
+/* C = beta*C + op(A) op(B) (+ bias per column), row-major; exposed for tests and bench. */
+int rf_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+            const void *a, int64_t lda, const void *b, int64_t ldb, int beta_one,
+            void *c, int64_t ldc, int nthreads);
+
+int rf_isa(void);                 /* the kernel variant selected for this CPU */
+const char *rf_isa_name(void);
+int rf_openmp_enabled(void);
+int rf_openmp_max_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,12 @@
+"""rnnfast: fast recurrent networks (RNN, LSTM, GRU) on the CPU, forward and BPTT.
+
+PyTorch's layer vocabulary and weight layouts over NumPy arrays, with a compiled,
+OpenMP-parallel core and a pure-NumPy reference implementation that states the math.
+"""
+from ._version import __version__
+from ._config import get_num_threads, set_num_threads, show_config
+from . import functional
+from .nn import GRU, LSTM, RNN
+
+__all__ = ["RNN", "LSTM", "GRU", "functional", "show_config", "set_num_threads",
+           "get_num_threads", "__version__"]

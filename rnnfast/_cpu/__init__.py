@@ -1,0 +1,91 @@
+"""The compiled CPU backend: one layer in one direction, forward and BPTT.
+
+Implements the backend primitive of docs/design.md (`layer_forward`, `layer_backward`)
+over the C kernels in csrc/ (GIL released, OpenMP). Callers pass validated, C-contiguous,
+time-major arrays of one floating dtype; this module only allocates the outputs and the
+workspace (once per call, never per time step) and hands pointers to C.
+"""
+import numpy as np
+
+from .. import _config
+from . import _kernels
+
+__all__ = ["layer_forward", "layer_backward"]
+
+_CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
+_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+
+
+class _Cache:
+    """What the backward of one layer and direction needs from its forward."""
+
+    __slots__ = ("cell", "reverse", "reset_after", "dims", "lengths", "x", "h0", "c0",
+                 "w_ih", "w_hh", "w_hr", "has_bias", "gates", "hs", "ws_c", "ws_m", "ws_hn")
+
+
+def _dtype_code(dtype):
+    return 0 if dtype == np.float32 else 1
+
+
+def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=None,
+                  reverse=False, reset_after=True, training=False):
+    """Forward of one layer in one direction; see docs/design.md for the contract."""
+    T, N, I = x.shape
+    H = w_ih.shape[0] // _GATES[cell]
+    P = w_hh.shape[1]
+    dtype = x.dtype
+    lstm, gru = cell == "lstm", cell == "gru"
+    y = np.empty((T, N, P), dtype)
+    h_n = np.empty((N, P), dtype)
+    c_n = np.empty((N, H), dtype) if lstm else None
+    gx = np.empty((T, N, w_ih.shape[0]), dtype)
+    ws_c = np.empty((T, N, H), dtype) if training and lstm else None
+    # GEMM operands of the backward must be zero at padded steps, hence zeros here
+    ws_m = np.zeros((T, N, H), dtype) if training and w_hr is not None else None
+    ws_hn = np.zeros((T, N, H), dtype) if training and gru else None
+    if lengths is not None:
+        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    _kernels.forward(_CELL_CODES[cell], _dtype_code(dtype), T, N, I, H, P,
+                     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
+                     reverse, reset_after, training, _config.get_num_threads(),
+                     y, h_n, c_n, gx, ws_c, ws_m, ws_hn)
+    cache = None
+    if training:
+        cache = _Cache()
+        cache.cell, cache.reverse, cache.reset_after = cell, bool(reverse), bool(reset_after)
+        cache.dims = (T, N, I, H, P)
+        cache.lengths = lengths
+        cache.x, cache.h0, cache.c0 = x, h0, c0
+        cache.w_ih, cache.w_hh, cache.w_hr = w_ih, w_hh, w_hr
+        cache.has_bias = b_ih is not None
+        cache.gates, cache.hs = gx, y.copy()
+        cache.ws_c, cache.ws_m, cache.ws_hn = ws_c, ws_m, ws_hn
+    return y, h_n, c_n, cache
+
+
+def layer_backward(cache, dy, dh_n=None, dc_n=None):
+    """BPTT of one layer in one direction; see docs/design.md for the contract."""
+    c = cache
+    T, N, I, H, P = c.dims
+    dtype = c.x.dtype
+    lstm, gru = c.cell == "lstm", c.cell == "gru"
+    GH = c.w_ih.shape[0]
+    dx = np.empty((T, N, I), dtype)
+    dh0 = np.empty((N, P), dtype)
+    dc0 = np.empty((N, H), dtype) if lstm else None
+    dw_ih = np.empty_like(c.w_ih)
+    dw_hh = np.empty_like(c.w_hh)
+    db_ih = np.empty(GH, dtype) if c.has_bias else None
+    db_hh = np.empty(GH, dtype) if c.has_bias else None
+    dw_hr = np.empty_like(c.w_hr) if c.w_hr is not None else None
+    # gradients at padded steps must read as zero in the hoisted GEMMs
+    dgx = np.zeros((T, N, GH), dtype)
+    dgh = np.zeros((T, N, GH), dtype) if gru and c.reset_after else None
+    dhtot = np.zeros((T, N, P), dtype) if c.w_hr is not None else None
+    _kernels.backward(_CELL_CODES[c.cell], _dtype_code(dtype), T, N, I, H, P,
+                      c.reverse, c.reset_after, _config.get_num_threads(), c.lengths,
+                      c.x, c.h0, c.c0, c.w_ih, c.w_hh, c.w_hr, c.has_bias,
+                      c.gates, c.hs, c.ws_c, c.ws_m, c.ws_hn, dy, dh_n, dc_n,
+                      dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dgx, dgh, dhtot)
+    return {"x": dx, "h0": dh0, "c0": dc0, "weight_ih": dw_ih, "weight_hh": dw_hh,
+            "bias_ih": db_ih, "bias_hh": db_hh, "weight_hr": dw_hr}

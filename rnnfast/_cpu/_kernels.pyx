@@ -1,0 +1,232 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Thin nogil bridge from NumPy arrays to the C kernels in csrc/.
+
+Callers (rnnfast._cpu) pass arrays that rnnfast.functional has already validated. The
+checks here are a last line of defence against an internal bug turning into a crash:
+every array is verified to be C-contiguous, of the expected dtype and of the expected
+size before any pointer is handed to C. They cost well under a microsecond per array.
+"""
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+cnp.import_array()
+
+cdef extern from "rnnfast.h" nogil:
+    ctypedef struct rf_fwd_args:
+        int cell, dtype, reverse, reset_after, training, nthreads
+        int64_t T, N, isz, H, P
+        const int64_t *lengths
+        const void *x
+        const void *h0
+        const void *c0
+        const void *w_ih
+        const void *w_hh
+        const void *b_ih
+        const void *b_hh
+        const void *w_hr
+        void *y
+        void *h_n
+        void *c_n
+        void *gx
+        void *ws_c
+        void *ws_m
+        void *ws_hn
+    ctypedef struct rf_bwd_args:
+        int cell, dtype, reverse, reset_after, nthreads
+        int64_t T, N, isz, H, P
+        const int64_t *lengths
+        const void *x
+        const void *h0
+        const void *c0
+        const void *w_ih
+        const void *w_hh
+        const void *w_hr
+        int has_bias
+        const void *gates
+        const void *hs
+        const void *ws_c
+        const void *ws_m
+        const void *ws_hn
+        const void *dy
+        const void *dh_n
+        const void *dc_n
+        void *dx
+        void *dh0
+        void *dc0
+        void *dw_ih
+        void *dw_hh
+        void *db_ih
+        void *db_hh
+        void *dw_hr
+        void *dgx
+        void *dgh
+        void *dhtot
+    int rf_forward(const rf_fwd_args *a)
+    int rf_backward(const rf_bwd_args *a)
+    int rf_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                const void *a, int64_t lda, const void *b, int64_t ldb, int beta_one,
+                void *c, int64_t ldc, int nthreads)
+    int rf_isa()
+    const char *rf_isa_name()
+    int rf_openmp_enabled()
+    int rf_openmp_max_threads()
+
+
+cdef int _typenum(int dtype):
+    return cnp.NPY_FLOAT32 if dtype == 0 else cnp.NPY_FLOAT64
+
+
+cdef void *_ptr(object arr, str name, int typenum, Py_ssize_t size) except? NULL:
+    """Pointer to a checked array's data; NULL for None."""
+    if arr is None:
+        return NULL
+    if not cnp.PyArray_Check(arr):
+        raise TypeError(f"internal: {name} must be an ndarray, got {type(arr).__name__}")
+    cdef cnp.ndarray a = <cnp.ndarray>arr
+    if cnp.PyArray_TYPE(a) != typenum:
+        raise TypeError(f"internal: {name} has dtype {a.dtype}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"internal: {name} is not C-contiguous")
+    if cnp.PyArray_SIZE(a) != size:
+        raise ValueError(f"internal: {name} has {cnp.PyArray_SIZE(a)} elements, expected {size}")
+    return cnp.PyArray_DATA(a)
+
+
+cdef void *_wptr(object arr, str name, int typenum, Py_ssize_t size) except? NULL:
+    """As _ptr, for arrays the kernel writes."""
+    if arr is not None and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>arr):
+        raise ValueError(f"internal: {name} is read-only")
+    return _ptr(arr, name, typenum, size)
+
+
+def forward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, int64_t P,
+            x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
+            bint reverse, bint reset_after, bint training, int nthreads,
+            y, h_n, c_n, gx, ws_c, ws_m, ws_hn):
+    """Run one layer in one direction forward; see rf_fwd_args in csrc/rnnfast.h."""
+    cdef rf_fwd_args a
+    cdef int tn = _typenum(dtype)
+    cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
+    cdef int st
+    memset(&a, 0, sizeof(a))
+    a.cell, a.dtype, a.reverse, a.reset_after = cell, dtype, reverse, reset_after
+    a.training, a.nthreads = training, nthreads
+    a.T, a.N, a.isz, a.H, a.P = T, N, I, H, P
+    a.lengths = <const int64_t *>_ptr(lengths, "lengths", cnp.NPY_INT64, N)
+    a.x = _ptr(x, "x", tn, T * N * I)
+    a.h0 = _ptr(h0, "h0", tn, N * P)
+    a.c0 = _ptr(c0, "c0", tn, N * H)
+    a.w_ih = _ptr(w_ih, "w_ih", tn, G * H * I)
+    a.w_hh = _ptr(w_hh, "w_hh", tn, G * H * P)
+    a.b_ih = _ptr(b_ih, "b_ih", tn, G * H)
+    a.b_hh = _ptr(b_hh, "b_hh", tn, G * H)
+    a.w_hr = _ptr(w_hr, "w_hr", tn, P * H)
+    a.y = _wptr(y, "y", tn, T * N * P)
+    a.h_n = _wptr(h_n, "h_n", tn, N * P)
+    a.c_n = _wptr(c_n, "c_n", tn, N * H)
+    a.gx = _wptr(gx, "gx", tn, T * N * G * H)
+    a.ws_c = _wptr(ws_c, "ws_c", tn, T * N * H)
+    a.ws_m = _wptr(ws_m, "ws_m", tn, T * N * H)
+    a.ws_hn = _wptr(ws_hn, "ws_hn", tn, T * N * H)
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("internal: b_ih and b_hh must both be given or both be None")
+    if cell == 2 and (c0 is None or c_n is None):
+        raise ValueError("internal: LSTM needs c0 and c_n")
+    if training and ((cell == 2 and ws_c is None) or (w_hr is not None and ws_m is None)
+                     or (cell == 3 and ws_hn is None)):
+        raise ValueError("internal: training workspace missing")
+    with nogil:
+        st = rf_forward(&a)
+    if st != 0:
+        raise MemoryError("rnnfast: out of memory for the forward scratch buffers")
+
+
+def backward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, int64_t P,
+             bint reverse, bint reset_after, int nthreads, lengths,
+             x, h0, c0, w_ih, w_hh, w_hr, bint has_bias,
+             gates, hs, ws_c, ws_m, ws_hn, dy, dh_n, dc_n,
+             dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dgx, dgh, dhtot):
+    """Backpropagate one layer in one direction; see rf_bwd_args in csrc/rnnfast.h."""
+    cdef rf_bwd_args a
+    cdef int tn = _typenum(dtype)
+    cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
+    cdef int st
+    memset(&a, 0, sizeof(a))
+    a.cell, a.dtype, a.reverse, a.reset_after, a.nthreads = cell, dtype, reverse, reset_after, nthreads
+    a.T, a.N, a.isz, a.H, a.P = T, N, I, H, P
+    a.lengths = <const int64_t *>_ptr(lengths, "lengths", cnp.NPY_INT64, N)
+    a.x = _ptr(x, "x", tn, T * N * I)
+    a.h0 = _ptr(h0, "h0", tn, N * P)
+    a.c0 = _ptr(c0, "c0", tn, N * H)
+    a.w_ih = _ptr(w_ih, "w_ih", tn, G * H * I)
+    a.w_hh = _ptr(w_hh, "w_hh", tn, G * H * P)
+    a.w_hr = _ptr(w_hr, "w_hr", tn, P * H)
+    a.has_bias = has_bias
+    a.gates = _ptr(gates, "gates", tn, T * N * G * H)
+    a.hs = _ptr(hs, "hs", tn, T * N * P)
+    a.ws_c = _ptr(ws_c, "ws_c", tn, T * N * H)
+    a.ws_m = _ptr(ws_m, "ws_m", tn, T * N * H)
+    a.ws_hn = _ptr(ws_hn, "ws_hn", tn, T * N * H)
+    a.dy = _ptr(dy, "dy", tn, T * N * P)
+    a.dh_n = _ptr(dh_n, "dh_n", tn, N * P)
+    a.dc_n = _ptr(dc_n, "dc_n", tn, N * H)
+    a.dx = _wptr(dx, "dx", tn, T * N * I)
+    a.dh0 = _wptr(dh0, "dh0", tn, N * P)
+    a.dc0 = _wptr(dc0, "dc0", tn, N * H)
+    a.dw_ih = _wptr(dw_ih, "dw_ih", tn, G * H * I)
+    a.dw_hh = _wptr(dw_hh, "dw_hh", tn, G * H * P)
+    a.db_ih = _wptr(db_ih, "db_ih", tn, G * H)
+    a.db_hh = _wptr(db_hh, "db_hh", tn, G * H)
+    a.dw_hr = _wptr(dw_hr, "dw_hr", tn, P * H)
+    a.dgx = _wptr(dgx, "dgx", tn, T * N * G * H)
+    a.dgh = _wptr(dgh, "dgh", tn, T * N * G * H)
+    a.dhtot = _wptr(dhtot, "dhtot", tn, T * N * P)
+    if has_bias and (db_ih is None or db_hh is None):
+        raise ValueError("internal: bias gradients missing")
+    if cell == 2 and (c0 is None or dc0 is None or ws_c is None):
+        raise ValueError("internal: LSTM needs c0, dc0 and ws_c")
+    if w_hr is not None and (ws_m is None or dw_hr is None or dhtot is None):
+        raise ValueError("internal: projection workspace missing")
+    if cell == 3 and (ws_hn is None or (reset_after and dgh is None)):
+        raise ValueError("internal: GRU workspace missing")
+    with nogil:
+        st = rf_backward(&a)
+    if st != 0:
+        raise MemoryError("rnnfast: out of memory for the backward scratch buffers")
+
+
+def gemm(a, b, c, bint trans_a=False, bint trans_b=False, bint accumulate=False, int nthreads=1):
+    """c = (c if accumulate else 0) + op(a) @ op(b) with rnnfast's own GEMM (2-D, C-contiguous)."""
+    cdef int dtype = 0 if c.dtype.itemsize == 4 else 1
+    cdef int tn = _typenum(dtype)
+    cdef int64_t m = c.shape[0], n = c.shape[1]
+    cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
+    if (a.shape[1] if trans_a else a.shape[0]) != m or (b.shape[1] if trans_b else b.shape[0]) != k \
+            or (b.shape[0] if trans_b else b.shape[1]) != n:
+        raise ValueError("gemm: shapes do not match")
+    cdef const void *pa = _ptr(a, "a", tn, a.size)
+    cdef const void *pb = _ptr(b, "b", tn, b.size)
+    cdef void *pc = _wptr(c, "c", tn, c.size)
+    cdef int64_t lda = a.shape[1], ldb = b.shape[1]
+    cdef int st
+    with nogil:
+        st = rf_gemm(dtype, trans_a, trans_b, m, n, k, pa, lda, pb, ldb, accumulate, pc, n,
+                     nthreads)
+    if st != 0:
+        raise MemoryError("rnnfast: out of memory in gemm")
+
+
+def isa_name():
+    """Name of the kernel variant selected for this CPU ('avx512', 'avx2', 'baseline')."""
+    return rf_isa_name().decode()
+
+
+def openmp_enabled():
+    """Whether the kernels were built with OpenMP."""
+    return bool(rf_openmp_enabled())
+
+
+def openmp_max_threads():
+    """OpenMP's default team size in this process."""
+    return rf_openmp_max_threads()

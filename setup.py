@@ -1,0 +1,103 @@
+"""Build the compiled core: Cython wrapper + C kernels, OpenMP when the compiler has it.
+
+Environment switches:
+  RNNFAST_DEBUG=1      -O0 -g and Cython bounds checks (for gdb / debug CI runs)
+  RNNFAST_SANITIZE=1   build with AddressSanitizer + UndefinedBehaviorSanitizer
+  RNNFAST_NO_OPENMP=1  serial build even when OpenMP is available
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import warnings
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+OPENMP_PROBE = r"""
+#include <omp.h>
+int main(void) {
+    int n = 0;
+    #pragma omp parallel reduction(+:n)
+    n += 1;
+    return n > 0 ? 0 : 1;
+}
+"""
+
+
+def _compiler():
+    return os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0] or "cc"
+
+
+def openmp_flags():
+    """Compile and link a tiny OpenMP program; return the flags that work, or None."""
+    if os.environ.get("RNNFAST_NO_OPENMP"):
+        return None
+    cc = _compiler()
+    if shutil.which(cc) is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(OPENMP_PROBE)
+        for flags in (["-fopenmp"], ["-Xpreprocessor", "-fopenmp", "-lomp"]):
+            cmd = [cc, *flags, src, "-o", os.path.join(tmp, "probe")]
+            try:
+                ok = subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
+            except (OSError, subprocess.SubprocessError):
+                ok = False
+            if ok:
+                return flags
+    return None
+
+
+debug = bool(os.environ.get("RNNFAST_DEBUG"))
+sanitize = bool(os.environ.get("RNNFAST_SANITIZE"))
+omp = openmp_flags()
+if omp is None:
+    warnings.warn("rnnfast: the C compiler has no working OpenMP; building the kernels "
+                  "serial (single-threaded). Install libgomp/libomp for parallel kernels.")
+    print("rnnfast: OpenMP not found, building serial kernels", file=sys.stderr)
+
+compile_args = ["-std=gnu11", "-O0" if debug else "-O3", "-Wno-unknown-pragmas"]
+link_args = []
+if debug or sanitize:
+    compile_args += ["-g", "-fno-omit-frame-pointer"]
+if sanitize:
+    compile_args += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+    link_args += ["-fsanitize=address,undefined"]
+if omp:
+    compile_args += [f for f in omp if f != "-lomp"]
+    link_args += omp if omp[0] == "-fopenmp" else ["-lomp"]
+
+sources = ["rnnfast/_cpu/_kernels.pyx", "csrc/dispatch.c", "csrc/kern_base.c"]
+if sysconfig.get_platform().endswith(("x86_64", "amd64")) or "x86_64" in sysconfig.get_platform():
+    sources += ["csrc/kern_avx2.c", "csrc/kern_avx512.c"]
+    compile_args.append("-DRF_HAVE_X86_VARIANTS")
+
+extensions = [
+    Extension(
+        "rnnfast._cpu._kernels",
+        sources=sources,
+        include_dirs=["csrc", np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+        depends=["csrc/rnnfast.h", "csrc/rf_common.h", "csrc/kernels_impl.h"],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": debug,
+            "wraparound": debug,
+            "initializedcheck": debug,
+        },
+    ),
+)
