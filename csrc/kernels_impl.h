@@ -27,9 +27,9 @@ typedef REAL FN(vec) __attribute__((vector_size(VBYTES)));
 #define VL ((int64_t)(VBYTES / sizeof(REAL)))
 #define NR (2 * VL)
 #define MR GEMM_MR
-#define KC 256
+#define KC 384
 #define MC (MR * 8)
-#define NCB (NR * 8)
+#define NCB (NR * 64)
 
 static inline VEC FN(vload)(const REAL *p) { VEC v; memcpy(&v, p, sizeof v); return v; }
 static inline void FN(vstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
@@ -78,34 +78,50 @@ static void FN(pack_a)(int ta, const REAL *A, int64_t lda, int64_t i0, int64_t m
 {
     for (int64_t ip = 0; ip < mc; ip += MR) {
         REAL *dst = buf + ip * kc;
-        int64_t mr = rf_min64(MR, mc - ip);
-        for (int64_t k = 0; k < kc; k++) {
-            for (int64_t i = 0; i < mr; i++) {
-                int64_t row = i0 + ip + i, col = p0 + k;
-                dst[k * MR + i] = ta ? A[col * lda + row] : A[row * lda + col];
+        const int64_t mr = rf_min64(MR, mc - ip);
+        if (ta) {            /* A stored (k, m): rows of the panel are contiguous */
+            for (int64_t k = 0; k < kc; k++) {
+                const REAL *src = A + (p0 + k) * lda + i0 + ip;
+                for (int64_t i = 0; i < mr; i++)
+                    dst[k * MR + i] = src[i];
+                for (int64_t i = mr; i < MR; i++)
+                    dst[k * MR + i] = 0;
             }
-            for (int64_t i = mr; i < MR; i++)
-                dst[k * MR + i] = 0;
+        } else {             /* A stored (m, k): read each row contiguously */
+            for (int64_t i = 0; i < MR; i++) {
+                if (i < mr) {
+                    const REAL *src = A + (i0 + ip + i) * lda + p0;
+                    for (int64_t k = 0; k < kc; k++)
+                        dst[k * MR + i] = src[k];
+                } else {
+                    for (int64_t k = 0; k < kc; k++)
+                        dst[k * MR + i] = 0;
+                }
+            }
         }
     }
 }
 
-static void FN(pack_b)(int tb, const REAL *B, int64_t ldb, int64_t p0, int64_t kc,
-                       int64_t j0, int64_t nc, REAL *restrict buf)
+/* Pack one NR-wide panel of op(B) rows p0..p0+kc, columns j0..j0+nr. */
+static void FN(pack_b_panel)(int tb, const REAL *B, int64_t ldb, int64_t p0, int64_t kc,
+                             int64_t j0, int64_t nr, REAL *restrict dst)
 {
-    for (int64_t jp = 0; jp < nc; jp += NR) {
-        REAL *dst = buf + jp * kc;
-        int64_t nr = rf_min64(NR, nc - jp);
+    if (!tb) {               /* B stored (k, n) */
         for (int64_t k = 0; k < kc; k++) {
-            int64_t row = p0 + k;
-            if (!tb) {
-                memcpy(dst + k * NR, B + row * ldb + j0 + jp, (size_t)nr * sizeof(REAL));
-            } else {
-                for (int64_t j = 0; j < nr; j++)
-                    dst[k * NR + j] = B[(j0 + jp + j) * ldb + row];
-            }
+            memcpy(dst + k * NR, B + (p0 + k) * ldb + j0, (size_t)nr * sizeof(REAL));
             for (int64_t j = nr; j < NR; j++)
                 dst[k * NR + j] = 0;
+        }
+    } else {                 /* B stored (n, k): read each of the nr rows contiguously */
+        for (int64_t j = 0; j < NR; j++) {
+            if (j < nr) {
+                const REAL *src = B + (j0 + j) * ldb + p0;
+                for (int64_t k = 0; k < kc; k++)
+                    dst[k * NR + j] = src[k];
+            } else {
+                for (int64_t k = 0; k < kc; k++)
+                    dst[k * NR + j] = 0;
+            }
         }
     }
 }
@@ -145,6 +161,9 @@ static void FN(ukernel)(int64_t kc, const REAL *restrict ap, const REAL *restric
             c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i][j] : tile[i][j];
 }
 
+/* BLIS loop order: for each (NC columns, KC depth) block, the team packs op(B) once
+   into a shared buffer, then splits the MC-row blocks of op(A) among threads. Each C
+   element sums its k blocks in order, so results do not depend on the thread count. */
 static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL *A,
                     int64_t lda, const REAL *B, int64_t ldb, int beta_one, REAL *C,
                     int64_t ldc, int nthreads)
@@ -157,36 +176,45 @@ static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL 
                 memset(C + i * ldc, 0, (size_t)n * sizeof(REAL));
         return RF_OK;
     }
-    const int64_t mtiles = (m + MC - 1) / MC, ntiles = (n + NCB - 1) / NCB;
-    const int64_t tiles = mtiles * ntiles;
-    int nt = rf_threads_for(nthreads, (double)2 * m * n * k, 4.0e6, tiles);
+    const int64_t nc_max = rf_min64(NCB, (n + NR - 1) / NR * NR);
+    const int64_t mblocks = (m + MC - 1) / MC;
+    const int nt = rf_threads_for(nthreads, (double)2 * m * n * k, 4.0e6,
+                                  rf_min64(mblocks, 1 << 20));
+    REAL *bbuf = rf_aligned_alloc((size_t)nc_max * KC * sizeof(REAL));
+    if (bbuf == NULL)
+        return RF_ENOMEM;
     int failed = 0;
 #pragma omp parallel num_threads(nt) reduction(| : failed)
     {
         REAL *abuf = rf_aligned_alloc((size_t)MC * KC * sizeof(REAL));
-        REAL *bbuf = rf_aligned_alloc((size_t)NCB * KC * sizeof(REAL));
-        failed = (abuf == NULL || bbuf == NULL);
-#pragma omp for schedule(static)
-        for (int64_t tile = 0; tile < tiles; tile++) {
-            if (failed)
-                continue;
-            const int64_t i0 = (tile / ntiles) * MC, j0 = (tile % ntiles) * NCB;
-            const int64_t mc = rf_min64(MC, m - i0), nc = rf_min64(NCB, n - j0);
+        failed = abuf == NULL;
+        for (int64_t j0 = 0; j0 < n; j0 += NCB) {
+            const int64_t nc = rf_min64(NCB, n - j0);
+            const int64_t npanels = (nc + NR - 1) / NR;
             for (int64_t p0 = 0; p0 < k; p0 += KC) {
                 const int64_t kc = rf_min64(KC, k - p0);
-                FN(pack_a)(ta, A, lda, i0, mc, p0, kc, abuf);
-                FN(pack_b)(tb, B, ldb, p0, kc, j0, nc, bbuf);
-                for (int64_t jp = 0; jp < nc; jp += NR)
-                    for (int64_t ip = 0; ip < mc; ip += MR)
-                        FN(ukernel)(kc, abuf + ip * kc, bbuf + jp * kc,
-                                    C + (i0 + ip) * ldc + j0 + jp, ldc,
-                                    rf_min64(MR, mc - ip), rf_min64(NR, nc - jp),
-                                    beta_one || p0 > 0);
+#pragma omp for schedule(static)
+                for (int64_t jp = 0; jp < npanels; jp++)
+                    FN(pack_b_panel)(tb, B, ldb, p0, kc, j0 + jp * NR,
+                                     rf_min64(NR, nc - jp * NR), bbuf + jp * NR * kc);
+#pragma omp for schedule(static)
+                for (int64_t ib = 0; ib < mblocks; ib++) {
+                    if (abuf == NULL)
+                        continue;
+                    const int64_t i0 = ib * MC, mc = rf_min64(MC, m - i0);
+                    FN(pack_a)(ta, A, lda, i0, mc, p0, kc, abuf);
+                    for (int64_t jp = 0; jp < npanels; jp++)
+                        for (int64_t ip = 0; ip < mc; ip += MR)
+                            FN(ukernel)(kc, abuf + ip * kc, bbuf + jp * NR * kc,
+                                        C + (i0 + ip) * ldc + j0 + jp * NR, ldc,
+                                        rf_min64(MR, mc - ip), rf_min64(NR, nc - jp * NR),
+                                        beta_one || p0 > 0);
+                }
             }
         }
         free(abuf);
-        free(bbuf);
     }
+    free(bbuf);
     return failed ? RF_ENOMEM : RF_OK;
 }
 
