@@ -4,6 +4,7 @@
 #include <math.h>
 
 #define REAL float
+#define RF_DBL 0
 #define SFX f32_avx2
 #define VBYTES 32
 #define GEMM_MR 6
@@ -11,11 +12,13 @@
 #define RF_TANH tanhf
 #include "kernels_impl.h"
 #undef REAL
+#undef RF_DBL
 #undef SFX
 #undef RF_EXP
 #undef RF_TANH
 
 #define REAL double
+#define RF_DBL 1
 #define SFX f64_avx2
 #define RF_EXP exp
 #define RF_TANH tanh

@@ -36,6 +36,229 @@ static inline void FN(vstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
 
 static inline REAL FN(sigmoid)(REAL x) { return (REAL)1 / ((REAL)1 + RF_EXP(-x)); }
 
+/* ---- vector math ------------------------------------------------------------------ */
+/* Accurate to a few ulp in both precisions (float64 must agree with libm to ~1e-15):
+ * exp(x) = 2^k (1 + q(r)), r = x - k ln2 (Cody-Waite), q a Taylor polynomial to r^13
+ * (double) or r^7 (float). expm1 from the same parts has no cancellation near 0, and
+ * tanh(x) = sign(x) * -e / (2 + e), e = expm1(-2|x|), is accurate for tiny and huge |x|.
+ * NaN propagates; inputs are clamped only where the result has already saturated. */
+#if RF_DBL
+typedef int64_t FN(ivec) __attribute__((vector_size(VBYTES)));
+#define RF_EXP_LO (-708.0)
+#define RF_EXP_HI 709.0
+#define RF_MAGIC 0x1.8p52
+#define RF_LN2_HI 6.93147180369123816490e-01
+#define RF_LN2_LO 1.90821492927058770002e-10
+#define RF_MANT 52
+#define RF_BIAS 1023
+#else
+typedef int32_t FN(ivec) __attribute__((vector_size(VBYTES)));
+#define RF_EXP_LO (-87.0f)
+#define RF_EXP_HI 88.0f
+#define RF_MAGIC 0x1.8p23f
+#define RF_LN2_HI 0.693359375f
+#define RF_LN2_LO (-2.12194440e-4f)
+#define RF_MANT 23
+#define RF_BIAS 127
+#endif
+#define IVEC FN(ivec)
+
+static inline VEC FN(vsplat)(REAL v) { return (VEC){0} + v; }
+
+/* lanes where mask is set take b, the others a */
+static inline VEC FN(vselect)(IVEC mask, VEC b, VEC a)
+{
+    return (VEC)(((IVEC)a & ~mask) | ((IVEC)b & mask));
+}
+
+static inline void FN(vexp_parts)(VEC x, VEC *scale, VEC *q)
+{
+    x = FN(vselect)(x < RF_EXP_LO, FN(vsplat)(RF_EXP_LO), x);
+    x = FN(vselect)(x > RF_EXP_HI, FN(vsplat)(RF_EXP_HI), x);
+    const VEC kf = (x * (REAL)1.44269504088896340736 + RF_MAGIC) - RF_MAGIC;
+    const VEC r = (x - kf * (REAL)RF_LN2_HI) - kf * (REAL)RF_LN2_LO;
+#if RF_DBL
+    VEC p = FN(vsplat)(1.0 / 6227020800.0);
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+#else
+    VEC p = FN(vsplat)(1.0f / 5040.0f);
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+#endif
+    *q = p * r;
+    const IVEC ki = __builtin_convertvector(kf, IVEC);
+    *scale = (VEC)((ki + RF_BIAS) << RF_MANT);
+}
+
+static inline VEC FN(vexp)(VEC x)
+{
+    VEC scale, q;
+    FN(vexp_parts)(x, &scale, &q);
+    return scale + scale * q;
+}
+
+static inline VEC FN(vsigmoid)(VEC x) { return (REAL)1 / ((REAL)1 + FN(vexp)(-x)); }
+
+static inline VEC FN(vtanh)(VEC x)
+{
+    const IVEC sign = (IVEC)FN(vsplat)((REAL)-0.0);
+    const VEC a = (VEC)((IVEC)x & ~sign);
+    VEC scale, q;
+    FN(vexp_parts)((REAL)-2 * a, &scale, &q);
+    const VEC e = (scale - (REAL)1) + scale * q;          /* expm1(-2|x|) */
+    const VEC t = -e / ((REAL)2 + e);
+    return (VEC)((IVEC)t | ((IVEC)x & sign));
+}
+
+static inline VEC FN(vrelu)(VEC x) { return FN(vselect)(x < 0, FN(vsplat)(0), x); }
+
+/* partial loads and stores for the last, incomplete block of units */
+static inline VEC FN(vload_n)(const REAL *p, int64_t n)
+{
+    if (n == VL)
+        return FN(vload)(p);
+    VEC v = {0};
+    memcpy(&v, p, (size_t)n * sizeof(REAL));
+    return v;
+}
+
+static inline void FN(vstore_n)(REAL *p, VEC v, int64_t n)
+{
+    if (n == VL)
+        FN(vstore)(p, v);
+    else
+        memcpy(p, &v, (size_t)n * sizeof(REAL));
+}
+
+/* ---- packed recurrent product ----------------------------------------------------- */
+/* W (G gates x H units, each row of length K) is packed per block of VL units as
+ * [block][k][gate][VL]: one pass over k yields all G gates of VL units, vectorised across
+ * units, with every weight vector loaded once per group of batch rows. Each output sums
+ * over k in two interleaved chains (even and odd k) added at the end: the same order for
+ * every batch size and grouping, so a sequence's result never depends on its batch. */
+static void FN(pack_gates)(const REAL *W, int64_t H, int64_t K, int G, int64_t row0,
+                           int64_t b0, int64_t b1, REAL *restrict dst)
+{
+    for (int64_t b = b0; b < b1; b++) {
+        REAL *blk = dst + b * K * G * VL;
+        const int64_t u0 = b * VL, nu = rf_min64(VL, H - u0);
+        for (int g = 0; g < G; g++)
+            for (int64_t u = 0; u < VL; u++) {
+                const REAL *src = u < nu ? W + (row0 + g * H + u0 + u) * K : NULL;
+                for (int64_t k = 0; k < K; k++)
+                    blk[(k * G + g) * VL + u] = src ? src[k] : (REAL)0;
+            }
+    }
+}
+
+#define RF_TILE_NAME_(G_, NB_) FN(tile_g##G_##_nb##NB_)
+#define RF_TILE_NAME(G_, NB_) RF_TILE_NAME_(G_, NB_)
+#define RF_TILE(G_, NB_) RF_TILE_(G_, NB_)
+#define RF_TILE_(G_, NB_)                                                                  \
+    static inline void RF_TILE_NAME_(G_, NB_)(int64_t K, const REAL *restrict wp,        \
+                                                const REAL *const *hr, VEC out[][4])       \
+    {                                                                                      \
+        VEC a0[NB_][G_], a1[NB_][G_];                                                      \
+        for (int r = 0; r < NB_; r++)                                                      \
+            for (int g = 0; g < G_; g++)                                                   \
+                a0[r][g] = a1[r][g] = (VEC){0};                                            \
+        int64_t k = 0;                                                                     \
+        for (; k + 1 < K; k += 2) {                                                        \
+            const REAL *w = wp + k * G_ * VL;                                              \
+            for (int g = 0; g < G_; g++) {                                                 \
+                const VEC w0 = *(const VEC *)(w + g * VL);                                 \
+                const VEC w1 = *(const VEC *)(w + (G_ + g) * VL);                          \
+                for (int r = 0; r < NB_; r++) {                                            \
+                    a0[r][g] += hr[r][k] * w0;                                             \
+                    a1[r][g] += hr[r][k + 1] * w1;                                         \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+        if (k < K) {                                                                       \
+            const REAL *w = wp + k * G_ * VL;                                              \
+            for (int g = 0; g < G_; g++)                                                   \
+                for (int r = 0; r < NB_; r++)                                              \
+                    a0[r][g] += hr[r][k] * *(const VEC *)(w + g * VL);                     \
+        }                                                                                  \
+        for (int r = 0; r < NB_; r++)                                                      \
+            for (int g = 0; g < G_; g++)                                                   \
+                out[r][g] = a0[r][g] + a1[r][g];                                           \
+    }
+
+/* rows per tile, as many as the accumulators fit in the vector registers */
+#if VBYTES == 64
+#define NB4 3
+#define NB3 4
+#define NB2 6
+#define NB1 12
+#else
+#define NB4 1
+#define NB3 2
+#define NB2 3
+#define NB1 6
+#endif
+RF_TILE(4, 1)
+RF_TILE(3, 1)
+RF_TILE(2, 1)
+RF_TILE(1, 1)
+#if NB4 > 1
+RF_TILE(4, NB4)
+#endif
+RF_TILE(3, NB3)
+RF_TILE(2, NB2)
+RF_TILE(1, NB1)
+
+/* out[r][g] = sum_k hr[r][k] W[g*H + u, k] for the block's units, nrows <= 12 rows */
+static inline void FN(gate_product)(int G, int64_t K, const REAL *wp, const REAL *const *hr,
+                                    int64_t nrows, VEC out[][4])
+{
+    int64_t r = 0;
+    switch (G) {
+    case 4:
+#if NB4 > 1
+        for (; r + NB4 <= nrows; r += NB4)
+            RF_TILE_NAME(4, NB4)(K, wp, hr + r, out + r);
+#endif
+        for (; r < nrows; r++)
+            FN(tile_g4_nb1)(K, wp, hr + r, out + r);
+        break;
+    case 3:
+        for (; r + NB3 <= nrows; r += NB3)
+            RF_TILE_NAME(3, NB3)(K, wp, hr + r, out + r);
+        for (; r < nrows; r++)
+            FN(tile_g3_nb1)(K, wp, hr + r, out + r);
+        break;
+    case 2:
+        for (; r + NB2 <= nrows; r += NB2)
+            RF_TILE_NAME(2, NB2)(K, wp, hr + r, out + r);
+        for (; r < nrows; r++)
+            FN(tile_g2_nb1)(K, wp, hr + r, out + r);
+        break;
+    default:
+        for (; r + NB1 <= nrows; r += NB1)
+            RF_TILE_NAME(1, NB1)(K, wp, hr + r, out + r);
+        for (; r < nrows; r++)
+            FN(tile_g1_nb1)(K, wp, hr + r, out + r);
+        break;
+    }
+}
+#define RF_ROWS_MAX 12
+
 /* Dot product with a fixed summation order (four vector partial sums, then lanes). */
 static inline REAL FN(dot)(const REAL *restrict a, const REAL *restrict b, int64_t n)
 {
@@ -256,147 +479,187 @@ static int FN(forward)(const rf_fwd_args *a)
     if (st != RF_OK)
         return st;
 
-    /* scratch: merged bias, GRU recurrent n bias, two h buffers, c, m (or r*h) */
-    const size_t n_scratch = (size_t)(2 * GH + 2 * N * P + 2 * N * H);
+    /* State rows are padded to whole vectors (Hp, Pp) so the fused epilogue stores full
+       vectors; the padding lanes stay exactly zero. */
+    const int64_t Hp = rf_round_up(H, VL), Pp = rf_round_up(P, VL);
+    const int64_t nub = Hp / VL, npb = Pp / VL;
+    const int Gm = gru_before ? 2 : (int)G;      /* gates whose product reads h */
+    const int nt = rf_threads_for(a->nthreads, (double)2 * N * GH * P, 3.0e4, nub);
+    const size_t n_main = (size_t)(nub * P * Gm * VL);
+    const size_t n_cand = gru_before ? (size_t)(nub * H * VL) : 0;
+    const size_t n_proj = proj ? (size_t)(npb * H * VL) : 0;
+    const size_t n_scratch = (size_t)(G * Hp + Hp + 2 * N * Pp + 2 * N * Hp) + n_main + n_cand + n_proj;
     REAL *scratch = rf_aligned_alloc(n_scratch * sizeof(REAL));
-    if (scratch == NULL)
+    int64_t *act_all = malloc((size_t)(nt * N) * sizeof(int64_t));
+    if (scratch == NULL || act_all == NULL) {
+        free(scratch);
+        free(act_all);
         return RF_ENOMEM;
-    REAL *bsum = scratch, *bhn = bsum + GH, *hA = bhn + GH, *hB = hA + N * P;
-    REAL *cst = hB + N * P, *mbuf = cst + N * H;
-    for (int64_t q = 0; q < GH; q++) {
-        const int separate = gru_after && q >= 2 * H;   /* b_hn stays inside r*(...) */
-        bsum[q] = b_ih ? b_ih[q] + (separate ? (REAL)0 : b_hh[q]) : (REAL)0;
-        bhn[q] = (b_hh && separate) ? b_hh[q] : (REAL)0;
     }
-    memcpy(hA, a->h0, (size_t)(N * P) * sizeof(REAL));
-    if (lstm) {
-        if (a->c0)
-            memcpy(cst, a->c0, (size_t)(N * H) * sizeof(REAL));
-        else
-            memset(cst, 0, (size_t)(N * H) * sizeof(REAL));
+    REAL *bsum = scratch, *bhn = bsum + G * Hp, *hA = bhn + Hp, *hB = hA + N * Pp;
+    REAL *cst = hB + N * Pp, *mbuf = cst + N * Hp;
+    REAL *wmain = mbuf + N * Hp, *wcand = wmain + n_main, *wproj = wcand + n_cand;
+    memset(scratch, 0, (size_t)(G * Hp + Hp + 2 * N * Pp + 2 * N * Hp) * sizeof(REAL));
+    for (int64_t q = 0; q < G; q++)
+        for (int64_t u = 0; u < H; u++) {
+            const int64_t j = q * H + u;
+            const int separate = gru_after && q == 2;   /* b_hn stays inside r*(...) */
+            bsum[q * Hp + u] = b_ih ? b_ih[j] + (separate ? (REAL)0 : b_hh[j]) : (REAL)0;
+            if (separate && b_hh)
+                bhn[u] = b_hh[j];
+        }
+    for (int64_t n = 0; n < N; n++) {
+        memcpy(hA + n * Pp, (const REAL *)a->h0 + n * P, (size_t)P * sizeof(REAL));
+        if (lstm && a->c0)
+            memcpy(cst + n * Hp, (const REAL *)a->c0 + n * H, (size_t)H * sizeof(REAL));
     }
 
-    const int nt = rf_threads_for(a->nthreads, (double)2 * N * GH * P, 6.0e4, H / 8 > 0 ? H / 8 : 1);
+    rf_barrier bar;
+    rf_barrier_init(&bar, nt);
 #pragma omp parallel num_threads(nt)
     {
-        int64_t j0, j1, p0, p1;
-        rf_split(H, &j0, &j1);
-        rf_split(P, &p0, &p1);
+        const rf_fpmode fpm = rf_fpmode_enter();
+        int64_t ub0, ub1, pb0, pb1;
+        rf_split(nub, &ub0, &ub1);
+        rf_split(npb, &pb0, &pb1);
+        /* each thread packs, and later reads, only its own unit blocks: no sync needed */
+        FN(pack_gates)(w_hh, H, P, Gm, 0, ub0, ub1, wmain);
+        if (gru_before)
+            FN(pack_gates)(w_hh, H, H, 1, 2 * H, ub0, ub1, wcand);
+        if (proj)
+            FN(pack_gates)(w_hr, P, H, 1, 0, pb0, pb1, wproj);
+#ifdef _OPENMP
+        int64_t *act = act_all + (int64_t)omp_get_thread_num() * N;
+#else
+        int64_t *act = act_all;
+#endif
+        int sense = 0;
         REAL *hc = hA, *hx = hB;
+        const REAL *hr[RF_ROWS_MAX];
+        VEC out[RF_ROWS_MAX][4];
         for (int64_t s = 0; s < T; s++) {
-            for (int64_t n = 0; n < N; n++) {
-                const int64_t len = lens ? lens[n] : T;
-                if (s >= len)
-                    continue;
-                const int64_t t = reverse ? len - 1 - s : s;
-                const int64_t row = t * N + n;
-                REAL *g = gx + row * GH;
-                const REAL *hp = hc + n * P;
-                REAL *yr = y + row * P;
-                switch (cell) {
-                case RF_RNN_TANH:
-                case RF_RNN_RELU:
-                    for (int64_t j = j0; j < j1; j++) {
-                        const REAL pre = g[j] + bsum[j] + FN(dot)(w_hh + j * P, hp, P);
-                        const REAL h = cell == RF_RNN_TANH ? RF_TANH(pre) : (pre < 0 ? (REAL)0 : pre);
-                        hx[n * P + j] = h;
-                        yr[j] = h;
-                    }
-                    break;
-                case RF_LSTM:
-                    for (int64_t j = j0; j < j1; j++) {
-                        const REAL ai = g[j] + bsum[j] + FN(dot)(w_hh + j * P, hp, P);
-                        const REAL af = g[H + j] + bsum[H + j] + FN(dot)(w_hh + (H + j) * P, hp, P);
-                        const REAL ag = g[2 * H + j] + bsum[2 * H + j] + FN(dot)(w_hh + (2 * H + j) * P, hp, P);
-                        const REAL ao = g[3 * H + j] + bsum[3 * H + j] + FN(dot)(w_hh + (3 * H + j) * P, hp, P);
-                        const REAL i = FN(sigmoid)(ai), f = FN(sigmoid)(af);
-                        const REAL gg = RF_TANH(ag), o = FN(sigmoid)(ao);
-                        const REAL c = f * cst[n * H + j] + i * gg;
-                        const REAL m = o * RF_TANH(c);
-                        cst[n * H + j] = c;
-                        if (training) {
-                            g[j] = i, g[H + j] = f, g[2 * H + j] = gg, g[3 * H + j] = o;
-                            ws_c[row * H + j] = c;
-                            if (proj)
-                                ws_m[row * H + j] = m;
-                        }
-                        if (proj) {
-                            mbuf[n * H + j] = m;
-                        } else {
-                            hx[n * P + j] = m;
-                            yr[j] = m;
-                        }
-                    }
-                    break;
-                default: /* GRU */
-                    if (gru_after) {
-                        for (int64_t j = j0; j < j1; j++) {
-                            const REAL ar = g[j] + bsum[j] + FN(dot)(w_hh + j * P, hp, P);
-                            const REAL az = g[H + j] + bsum[H + j] + FN(dot)(w_hh + (H + j) * P, hp, P);
-                            const REAL hn = FN(dot)(w_hh + (2 * H + j) * P, hp, P) + bhn[2 * H + j];
-                            const REAL r = FN(sigmoid)(ar), z = FN(sigmoid)(az);
-                            const REAL nn = RF_TANH(g[2 * H + j] + bsum[2 * H + j] + r * hn);
-                            const REAL h = ((REAL)1 - z) * nn + z * hp[j];
-                            g[j] = r, g[H + j] = z, g[2 * H + j] = nn;
+            int64_t na = 0;
+            for (int64_t n = 0; n < N; n++)
+                if (!lens || s < lens[n])
+                    act[na++] = n;
+            /* 1. gates that read h_{t-1}, fused with the cell update */
+            for (int64_t ub = ub0; ub < ub1; ub++) {
+                const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
+                const REAL *wp = wmain + ub * P * Gm * VL;
+                for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
+                    const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
+                    for (int64_t r = 0; r < nr; r++)
+                        hr[r] = hc + act[i0 + r] * Pp;
+                    FN(gate_product)(Gm, P, wp, hr, nr, out);
+                    for (int64_t r = 0; r < nr; r++) {
+                        const int64_t n = act[i0 + r];
+                        const int64_t len = lens ? lens[n] : T;
+                        const int64_t row = (reverse ? len - 1 - s : s) * N + n;
+                        REAL *g = gx + row * GH;
+                        VEC pre[4];
+                        for (int q = 0; q < Gm; q++)
+                            pre[q] = FN(vload_n)(g + q * H + u0, nu) + FN(vload)(bsum + q * Hp + u0) + out[r][q];
+                        if (cell == RF_RNN_TANH || cell == RF_RNN_RELU) {
+                            const VEC h = cell == RF_RNN_TANH ? FN(vtanh)(pre[0]) : FN(vrelu)(pre[0]);
+                            FN(vstore)(hx + n * Pp + u0, h);
+                            FN(vstore_n)(y + row * P + u0, h, nu);
+                        } else if (lstm) {
+                            const VEC i = FN(vsigmoid)(pre[0]), f = FN(vsigmoid)(pre[1]);
+                            const VEC gg = FN(vtanh)(pre[2]), o = FN(vsigmoid)(pre[3]);
+                            const VEC c = f * FN(vload)(cst + n * Hp + u0) + i * gg;
+                            const VEC m = o * FN(vtanh)(c);
+                            FN(vstore)(cst + n * Hp + u0, c);
+                            if (training) {
+                                FN(vstore_n)(g + u0, i, nu);
+                                FN(vstore_n)(g + H + u0, f, nu);
+                                FN(vstore_n)(g + 2 * H + u0, gg, nu);
+                                FN(vstore_n)(g + 3 * H + u0, o, nu);
+                                FN(vstore_n)(ws_c + row * H + u0, c, nu);
+                                if (proj)
+                                    FN(vstore_n)(ws_m + row * H + u0, m, nu);
+                            }
+                            if (proj) {
+                                FN(vstore)(mbuf + n * Hp + u0, m);
+                            } else {
+                                FN(vstore)(hx + n * Pp + u0, m);
+                                FN(vstore_n)(y + row * P + u0, m, nu);
+                            }
+                        } else if (gru_after) {
+                            const VEC r_ = FN(vsigmoid)(pre[0]), z = FN(vsigmoid)(pre[1]);
+                            const VEC hn = out[r][2] + FN(vload)(bhn + u0);
+                            const VEC nn = FN(vtanh)(FN(vload_n)(g + 2 * H + u0, nu) + FN(vload)(bsum + 2 * Hp + u0) + r_ * hn);
+                            const VEC h = ((REAL)1 - z) * nn + z * FN(vload)(hc + n * Pp + u0);
+                            FN(vstore_n)(g + u0, r_, nu);
+                            FN(vstore_n)(g + H + u0, z, nu);
+                            FN(vstore_n)(g + 2 * H + u0, nn, nu);
                             if (training)
-                                ws_hn[row * H + j] = hn;
-                            hx[n * P + j] = h;
-                            yr[j] = h;
-                        }
-                    } else { /* phase A: r, z and r*h */
-                        for (int64_t j = j0; j < j1; j++) {
-                            const REAL ar = g[j] + bsum[j] + FN(dot)(w_hh + j * P, hp, P);
-                            const REAL az = g[H + j] + bsum[H + j] + FN(dot)(w_hh + (H + j) * P, hp, P);
-                            const REAL r = FN(sigmoid)(ar);
-                            g[j] = r;
-                            g[H + j] = FN(sigmoid)(az);
-                            mbuf[n * H + j] = r * hp[j];
+                                FN(vstore_n)(ws_hn + row * H + u0, hn, nu);
+                            FN(vstore)(hx + n * Pp + u0, h);
+                            FN(vstore_n)(y + row * P + u0, h, nu);
+                        } else { /* GRU reset-before, phase A: r, z and r*h */
+                            const VEC r_ = FN(vsigmoid)(pre[0]), z = FN(vsigmoid)(pre[1]);
+                            FN(vstore_n)(g + u0, r_, nu);
+                            FN(vstore_n)(g + H + u0, z, nu);
+                            FN(vstore)(mbuf + n * Hp + u0, r_ * FN(vload)(hc + n * Pp + u0));
                         }
                     }
-                    break;
                 }
             }
-            if (gru_before) { /* phase B: n = tanh(gx_n + W_hn (r*h)) needs all of r*h */
-#pragma omp barrier
-                for (int64_t n = 0; n < N; n++) {
-                    const int64_t len = lens ? lens[n] : T;
-                    if (s >= len)
-                        continue;
-                    const int64_t t = reverse ? len - 1 - s : s;
-                    const int64_t row = t * N + n;
-                    REAL *g = gx + row * GH;
-                    const REAL *hp = hc + n * P, *rh = mbuf + n * H;
-                    for (int64_t j = j0; j < j1; j++) {
-                        const REAL nn = RF_TANH(g[2 * H + j] + bsum[2 * H + j] + FN(dot)(w_hh + (2 * H + j) * P, rh, H));
-                        const REAL z = g[H + j];
-                        const REAL h = ((REAL)1 - z) * nn + z * hp[j];
-                        g[2 * H + j] = nn;
-                        if (training)
-                            ws_hn[row * H + j] = rh[j];
-                        hx[n * P + j] = h;
-                        y[row * P + j] = h;
+            /* 2. GRU reset-before: n = tanh(gx_n + W_hn (r*h)) needs all of r*h */
+            if (gru_before) {
+                rf_barrier_wait(&bar, &sense);
+                for (int64_t ub = ub0; ub < ub1; ub++) {
+                    const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
+                    const REAL *wp = wcand + ub * H * VL;
+                    for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
+                        const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
+                        for (int64_t r = 0; r < nr; r++)
+                            hr[r] = mbuf + act[i0 + r] * Hp;
+                        FN(gate_product)(1, H, wp, hr, nr, out);
+                        for (int64_t r = 0; r < nr; r++) {
+                            const int64_t n = act[i0 + r];
+                            const int64_t len = lens ? lens[n] : T;
+                            const int64_t row = (reverse ? len - 1 - s : s) * N + n;
+                            REAL *g = gx + row * GH;
+                            const VEC nn = FN(vtanh)(FN(vload_n)(g + 2 * H + u0, nu) + FN(vload)(bsum + 2 * Hp + u0) + out[r][0]);
+                            const VEC z = FN(vload_n)(g + H + u0, nu);
+                            const VEC h = ((REAL)1 - z) * nn + z * FN(vload)(hc + n * Pp + u0);
+                            FN(vstore_n)(g + 2 * H + u0, nn, nu);
+                            if (training)
+                                FN(vstore_n)(ws_hn + row * H + u0, FN(vload)(mbuf + n * Hp + u0), nu);
+                            FN(vstore)(hx + n * Pp + u0, h);
+                            FN(vstore_n)(y + row * P + u0, h, nu);
+                        }
                     }
                 }
             }
-            if (proj) { /* h = W_hr m needs all of m */
-#pragma omp barrier
-                for (int64_t n = 0; n < N; n++) {
-                    const int64_t len = lens ? lens[n] : T;
-                    if (s >= len)
-                        continue;
-                    const int64_t t = reverse ? len - 1 - s : s;
-                    for (int64_t p = p0; p < p1; p++) {
-                        const REAL h = FN(dot)(w_hr + p * H, mbuf + n * H, H);
-                        hx[n * P + p] = h;
-                        y[(t * N + n) * P + p] = h;
+            /* 3. LSTM projection: h = W_hr m needs all of m */
+            if (proj) {
+                rf_barrier_wait(&bar, &sense);
+                for (int64_t pb = pb0; pb < pb1; pb++) {
+                    const int64_t p0 = pb * VL, np_ = rf_min64(VL, P - p0);
+                    const REAL *wp = wproj + pb * H * VL;
+                    for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
+                        const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
+                        for (int64_t r = 0; r < nr; r++)
+                            hr[r] = mbuf + act[i0 + r] * Hp;
+                        FN(gate_product)(1, H, wp, hr, nr, out);
+                        for (int64_t r = 0; r < nr; r++) {
+                            const int64_t n = act[i0 + r];
+                            const int64_t len = lens ? lens[n] : T;
+                            const int64_t row = (reverse ? len - 1 - s : s) * N + n;
+                            FN(vstore)(hx + n * Pp + p0, out[r][0]);
+                            FN(vstore_n)(y + row * P + p0, out[r][0], np_);
+                        }
                     }
                 }
             }
-#pragma omp barrier
+            rf_barrier_wait(&bar, &sense);
             REAL *tmp = hc;
             hc = hx;
             hx = tmp;
         }
+        rf_fpmode_leave(fpm);
     }
 
     for (int64_t n = 0; n < N; n++) {
@@ -408,9 +671,10 @@ static int FN(forward)(const rf_fwd_args *a)
             memcpy(hn, y + ((reverse ? 0 : len - 1) * N + n) * P, (size_t)P * sizeof(REAL));
         for (int64_t t = len; t < T; t++)
             memset(y + (t * N + n) * P, 0, (size_t)P * sizeof(REAL));
+        if (lstm)
+            memcpy((REAL *)a->c_n + n * H, cst + n * Hp, (size_t)H * sizeof(REAL));
     }
-    if (lstm)
-        memcpy(a->c_n, cst, (size_t)(N * H) * sizeof(REAL));
+    free(act_all);
     free(scratch);
     return RF_OK;
 }
@@ -627,6 +891,23 @@ static int FN(backward)(const rf_bwd_args *a)
 }
 
 #undef VEC
+#undef IVEC
+#undef RF_EXP_LO
+#undef RF_EXP_HI
+#undef RF_MAGIC
+#undef RF_LN2_HI
+#undef RF_LN2_LO
+#undef RF_MANT
+#undef RF_BIAS
+#undef NB1
+#undef NB2
+#undef NB3
+#undef NB4
+#undef RF_TILE
+#undef RF_TILE_
+#undef RF_TILE_NAME
+#undef RF_TILE_NAME_
+#undef RF_ROWS_MAX
 #undef VL
 #undef NR
 #undef MR
