@@ -166,62 +166,88 @@ static void FN(pack_gates)(const REAL *W, int64_t H, int64_t K, int G, int64_t r
     }
 }
 
+/* Pack columns u of W (rows row0..row0+K, leading dimension ld) as units: the products
+ * of the backward (dh W_hh, dh W_hr, dan W_hn) read W transposed. Layout [block][k][VL]. */
+static void FN(pack_cols)(const REAL *W, int64_t ld, int64_t row0, int64_t K, int64_t U,
+                          int64_t b0, int64_t b1, REAL *restrict dst)
+{
+    for (int64_t b = b0; b < b1; b++) {
+        REAL *blk = dst + b * K * VL;
+        const int64_t u0 = b * VL, nu = rf_min64(VL, U - u0);
+        for (int64_t k = 0; k < K; k++) {
+            memcpy(blk + k * VL, W + (row0 + k) * ld + u0, (size_t)nu * sizeof(REAL));
+            for (int64_t u = nu; u < VL; u++)
+                blk[k * VL + u] = 0;
+        }
+    }
+}
+
 #define RF_TILE_NAME_(G_, NB_) FN(tile_g##G_##_nb##NB_)
 #define RF_TILE_NAME(G_, NB_) RF_TILE_NAME_(G_, NB_)
-#define RF_TILE(G_, NB_) RF_TILE_(G_, NB_)
-#define RF_TILE_(G_, NB_)                                                                  \
-    static inline void RF_TILE_NAME_(G_, NB_)(int64_t K, const REAL *restrict wp,        \
-                                                const REAL *const *hr, VEC out[][4])       \
+#define RF_TILE(G_, NB_, C_) RF_TILE_(G_, NB_, C_)
+/* C_ interleaved k-chains per output (chosen by G only, so the summation order of an
+   output never depends on the batch size or on which rows share its tile) */
+#define RF_TILE_(G_, NB_, C_)                                                              \
+    static inline void RF_TILE_NAME_(G_, NB_)(int64_t K, const REAL *restrict wp,          \
+                                              const REAL *const *hr, VEC out[][4])         \
     {                                                                                      \
-        VEC a0[NB_][G_], a1[NB_][G_];                                                      \
-        for (int r = 0; r < NB_; r++)                                                      \
-            for (int g = 0; g < G_; g++)                                                   \
-                a0[r][g] = a1[r][g] = (VEC){0};                                            \
+        VEC acc[C_][NB_][G_];                                                              \
+        for (int c = 0; c < C_; c++)                                                       \
+            for (int r = 0; r < NB_; r++)                                                  \
+                for (int g = 0; g < G_; g++)                                               \
+                    acc[c][r][g] = (VEC){0};                                               \
         int64_t k = 0;                                                                     \
-        for (; k + 1 < K; k += 2) {                                                        \
-            const REAL *w = wp + k * G_ * VL;                                              \
-            for (int g = 0; g < G_; g++) {                                                 \
-                const VEC w0 = *(const VEC *)(w + g * VL);                                 \
-                const VEC w1 = *(const VEC *)(w + (G_ + g) * VL);                          \
-                for (int r = 0; r < NB_; r++) {                                            \
-                    a0[r][g] += hr[r][k] * w0;                                             \
-                    a1[r][g] += hr[r][k + 1] * w1;                                         \
+        for (; k + C_ <= K; k += C_) {                                                     \
+            for (int c = 0; c < C_; c++) {                                                 \
+                const REAL *w = wp + (k + c) * G_ * VL;                                    \
+                for (int g = 0; g < G_; g++) {                                             \
+                    const VEC wv = *(const VEC *)(w + g * VL);                             \
+                    for (int r = 0; r < NB_; r++)                                          \
+                        acc[c][r][g] += hr[r][k + c] * wv;                                 \
                 }                                                                          \
             }                                                                              \
         }                                                                                  \
-        if (k < K) {                                                                       \
+        for (int c = 0; k < K; k++, c++) {                                                 \
             const REAL *w = wp + k * G_ * VL;                                              \
             for (int g = 0; g < G_; g++)                                                   \
                 for (int r = 0; r < NB_; r++)                                              \
-                    a0[r][g] += hr[r][k] * *(const VEC *)(w + g * VL);                     \
+                    acc[c][r][g] += hr[r][k] * *(const VEC *)(w + g * VL);                 \
         }                                                                                  \
         for (int r = 0; r < NB_; r++)                                                      \
-            for (int g = 0; g < G_; g++)                                                   \
-                out[r][g] = a0[r][g] + a1[r][g];                                           \
+            for (int g = 0; g < G_; g++) {                                                 \
+                VEC v = acc[0][r][g];                                                      \
+                if (C_ == 2)                                                               \
+                    v = acc[0][r][g] + acc[C_ - 1][r][g];                                  \
+                if (C_ == 4)                                                               \
+                    v = (acc[0][r][g] + acc[1 % C_][r][g]) + (acc[2 % C_][r][g] + acc[3 % C_][r][g]); \
+                out[r][g] = v;                                                             \
+            }                                                                              \
     }
 
-/* rows per tile, as many as the accumulators fit in the vector registers */
+/* chains per gate count, and rows per tile as many as the accumulators allow */
+#define C4 1
+#define C3 1
+#define C2 2
+#define C1 4
 #if VBYTES == 64
+#define NB4 6
+#define NB3 8
+#define NB2 6
+#define NB1 6
+#else
 #define NB4 3
 #define NB3 4
-#define NB2 6
-#define NB1 12
-#else
-#define NB4 1
-#define NB3 2
 #define NB2 3
-#define NB1 6
+#define NB1 3
 #endif
-RF_TILE(4, 1)
-RF_TILE(3, 1)
-RF_TILE(2, 1)
-RF_TILE(1, 1)
-#if NB4 > 1
-RF_TILE(4, NB4)
-#endif
-RF_TILE(3, NB3)
-RF_TILE(2, NB2)
-RF_TILE(1, NB1)
+RF_TILE(4, 1, C4)
+RF_TILE(3, 1, C3)
+RF_TILE(2, 1, C2)
+RF_TILE(1, 1, C1)
+RF_TILE(4, NB4, C4)
+RF_TILE(3, NB3, C3)
+RF_TILE(2, NB2, C2)
+RF_TILE(1, NB1, C1)
 
 /* out[r][g] = sum_k hr[r][k] W[g*H + u, k] for the block's units, nrows <= 12 rows */
 static inline void FN(gate_product)(int G, int64_t K, const REAL *wp, const REAL *const *hr,
@@ -230,10 +256,8 @@ static inline void FN(gate_product)(int G, int64_t K, const REAL *wp, const REAL
     int64_t r = 0;
     switch (G) {
     case 4:
-#if NB4 > 1
         for (; r + NB4 <= nrows; r += NB4)
             RF_TILE_NAME(4, NB4)(K, wp, hr + r, out + r);
-#endif
         for (; r < nrows; r++)
             FN(tile_g4_nb1)(K, wp, hr + r, out + r);
         break;
@@ -257,7 +281,7 @@ static inline void FN(gate_product)(int G, int64_t K, const REAL *wp, const REAL
         break;
     }
 }
-#define RF_ROWS_MAX 12
+#define RF_ROWS_MAX 24
 
 /* Dot product with a fixed summation order (four vector partial sums, then lanes). */
 static inline REAL FN(dot)(const REAL *restrict a, const REAL *restrict b, int64_t n)
@@ -697,166 +721,204 @@ static int FN(backward)(const rf_bwd_args *a)
     /* gradient wrt the recurrent-side pre-activations; equal to dgx except GRU reset_after */
     REAL *dgr = gru_after ? (REAL *)a->dgh : dgx;
     const int nthreads = a->nthreads;
-
-    const size_t n_scratch = (size_t)(2 * N * P + 3 * N * H + N * GH);
-    REAL *scratch = rf_aligned_alloc((n_scratch ? n_scratch : 1) * sizeof(REAL));
-    if (scratch == NULL)
-        return RF_ENOMEM;
-    REAL *dhA = scratch, *dhB = dhA + N * P, *dc = dhB + N * P, *dm = dc + N * H;
-    REAL *drh = dm + N * H, *gfirst = drh + N * H;
-    if (a->dh_n) {
-        memcpy(dhA, a->dh_n, (size_t)(N * P) * sizeof(REAL));
-        memcpy(dhB, a->dh_n, (size_t)(N * P) * sizeof(REAL));
-    } else {
-        memset(dhA, 0, (size_t)(2 * N * P) * sizeof(REAL));
-    }
-    if (lstm) {
-        if (a->dc_n)
-            memcpy(dc, a->dc_n, (size_t)(N * H) * sizeof(REAL));
-        else
-            memset(dc, 0, (size_t)(N * H) * sizeof(REAL));
-    }
-
     /* rows of W_hh whose product feeds dh_{t-1} directly (GRU reset-before routes the
        candidate's gradient through r*h instead) */
     const int64_t GHrec = gru_before ? 2 * H : GH;
-    const int nt = rf_threads_for(nthreads, (double)4 * N * GH * P, 6.0e4, H / 8 > 0 ? H / 8 : 1);
+
+    const int64_t Hp = rf_round_up(H, VL), Pp = rf_round_up(P, VL);
+    const int64_t nub = Hp / VL, npb = Pp / VL;
+    const int nt = rf_threads_for(nthreads, (double)4 * N * GH * P, 3.0e4,
+                                  nub < npb ? nub : npb);
+    const size_t n_state = (size_t)(2 * N * Pp + 3 * N * Hp + rf_round_up(N * GH, VL));  /* packs stay aligned */
+    const size_t n_t3 = (size_t)(npb * GHrec * VL);
+    const size_t n_tr = proj ? (size_t)(nub * P * VL) : 0;
+    const size_t n_tn = gru_before ? (size_t)(nub * H * VL) : 0;
+    REAL *scratch = rf_aligned_alloc((n_state + n_t3 + n_tr + n_tn) * sizeof(REAL));
+    int64_t *act_all = malloc((size_t)(nt * (N > 0 ? N : 1)) * sizeof(int64_t));
+    if (scratch == NULL || act_all == NULL) {
+        free(scratch);
+        free(act_all);
+        return RF_ENOMEM;
+    }
+    memset(scratch, 0, n_state * sizeof(REAL));
+    REAL *dhA = scratch, *dhB = dhA + N * Pp, *dc = dhB + N * Pp, *dm = dc + N * Hp;
+    REAL *drh = dm + N * Hp, *gfirst = drh + N * Hp;
+    REAL *wt3 = gfirst + rf_round_up(N * GH, VL), *wtr = wt3 + n_t3, *wtn = wtr + n_tr;
+    for (int64_t n = 0; n < N; n++) {
+        if (a->dh_n) {
+            memcpy(dhA + n * Pp, (const REAL *)a->dh_n + n * P, (size_t)P * sizeof(REAL));
+            memcpy(dhB + n * Pp, (const REAL *)a->dh_n + n * P, (size_t)P * sizeof(REAL));
+        }
+        if (lstm && a->dc_n)
+            memcpy(dc + n * Hp, (const REAL *)a->dc_n + n * H, (size_t)H * sizeof(REAL));
+    }
+
+    rf_barrier bar;
+    rf_barrier_init(&bar, nt);
 #pragma omp parallel num_threads(nt)
     {
-        int64_t j0, j1, p0, p1;
-        rf_split(H, &j0, &j1);
-        rf_split(P, &p0, &p1);
+        const rf_fpmode fpm = rf_fpmode_enter();
+        int64_t ub0, ub1, pb0, pb1;
+        rf_split(nub, &ub0, &ub1);
+        rf_split(npb, &pb0, &pb1);
+        FN(pack_cols)(w_hh, P, 0, GHrec, P, pb0, pb1, wt3);
+        if (proj)
+            FN(pack_cols)(w_hr, H, 0, P, H, ub0, ub1, wtr);
+        if (gru_before)
+            FN(pack_cols)(w_hh, P, 2 * H, H, H, ub0, ub1, wtn);
+        /* each thread reads only the blocks it packed itself: no barrier needed here */
+#ifdef _OPENMP
+        int64_t *act = act_all + (int64_t)omp_get_thread_num() * N;
+#else
+        int64_t *act = act_all;
+#endif
+        int sense = 0;
         REAL *dhc = dhA, *dhx = dhB;
+        const REAL *hr[RF_ROWS_MAX];
+        VEC out[RF_ROWS_MAX][4];
+        const int64_t p_lo = rf_min64(pb0 * VL, P), p_hi = rf_min64(pb1 * VL, P);
         for (int64_t s = T - 1; s >= 0; s--) {
-            /* phase 1: dL/dh_t = carried + dy_t (this thread's P-slice) */
-            for (int64_t n = 0; n < N; n++) {
-                const int64_t len = lens ? lens[n] : T;
-                if (s >= len)
-                    continue;
-                const int64_t t = reverse ? len - 1 - s : s;
-                const int64_t row = t * N + n;
-                for (int64_t p = p0; p < p1; p++) {
-                    dhc[n * P + p] += dy[row * P + p];
+            int64_t na = 0;
+            for (int64_t n = 0; n < N; n++)
+                if (!lens || s < lens[n])
+                    act[na++] = n;
+            /* 1. dL/dh_t = carried + dy_t (this thread's P-blocks) */
+            for (int64_t ia = 0; ia < na; ia++) {
+                const int64_t n = act[ia], len = lens ? lens[n] : T;
+                const int64_t row = (reverse ? len - 1 - s : s) * N + n;
+                for (int64_t p = p_lo; p < p_hi; p += VL) {
+                    const int64_t np_ = rf_min64(VL, P - p);
+                    const VEC d = FN(vload)(dhc + n * Pp + p) + FN(vload_n)(dy + row * P + p, np_);
+                    FN(vstore)(dhc + n * Pp + p, d);
                     if (proj)
-                        dhtot[row * P + p] = dhc[n * P + p];
+                        FN(vstore_n)(dhtot + row * P + p, d, np_);
                 }
             }
             if (proj) { /* dm = W_hr^T dh needs all of dh */
-#pragma omp barrier
-                for (int64_t n = 0; n < N; n++) {
-                    const int64_t len = lens ? lens[n] : T;
-                    if (s >= len)
-                        continue;
-                    memset(dm + n * H + j0, 0, (size_t)(j1 - j0) * sizeof(REAL));
-                    for (int64_t p = 0; p < P; p++)
-                        FN(axpy)(j1 - j0, dhc[n * P + p], w_hr + p * H + j0, dm + n * H + j0);
-                }
+                rf_barrier_wait(&bar, &sense);
+                for (int64_t ub = ub0; ub < ub1; ub++)
+                    for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
+                        const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
+                        for (int64_t r = 0; r < nr; r++)
+                            hr[r] = dhc + act[i0 + r] * Pp;
+                        FN(gate_product)(1, P, wtr + ub * P * VL, hr, nr, out);
+                        for (int64_t r = 0; r < nr; r++)
+                            FN(vstore)(dm + act[i0 + r] * Hp + ub * VL, out[r][0]);
+                    }
             }
-            /* phase 2: gate gradients of this thread's hidden units */
-            for (int64_t n = 0; n < N; n++) {
-                const int64_t len = lens ? lens[n] : T;
-                if (s >= len)
-                    continue;
-                const int64_t t = reverse ? len - 1 - s : s;
-                const int64_t tp = reverse ? t + 1 : t - 1;   /* previous step, if s > 0 */
+            /* 2. gate gradients of this thread's unit blocks */
+            for (int64_t ia = 0; ia < na; ia++) {
+                const int64_t n = act[ia], len = lens ? lens[n] : T;
+                const int64_t t = reverse ? len - 1 - s : s, tp = reverse ? t + 1 : t - 1;
                 const int64_t row = t * N + n;
                 const REAL *g = gates + row * GH;
                 const REAL *hprev = s == 0 ? h0 + n * P : hs + (tp * N + n) * P;
-                const REAL *dh = proj ? dm + n * H : dhc + n * P;
+                const REAL *dhv = proj ? dm + n * Hp : dhc + n * Pp;
                 REAL *dgo = dgx + row * GH;
-                switch (cell) {
-                case RF_RNN_TANH:
-                    for (int64_t j = j0; j < j1; j++) {
-                        const REAL h = hs[row * P + j];
-                        dgo[j] = dh[j] * ((REAL)1 - h * h);
-                    }
-                    break;
-                case RF_RNN_RELU:
-                    for (int64_t j = j0; j < j1; j++)
-                        dgo[j] = hs[row * P + j] > 0 ? dh[j] : (REAL)0;
-                    break;
-                case RF_LSTM: {
-                    const REAL *cprev = s == 0 ? (c0 ? c0 + n * H : NULL) : ws_c + (tp * N + n) * H;
-                    for (int64_t j = j0; j < j1; j++) {
-                        const REAL i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-                        const REAL tc = RF_TANH(ws_c[row * H + j]);
-                        const REAL cp = cprev ? cprev[j] : (REAL)0;
-                        const REAL dct = dc[n * H + j] + dh[j] * o * ((REAL)1 - tc * tc);
-                        dc[n * H + j] = dct * f;
-                        dgo[j] = dct * gg * i * ((REAL)1 - i);
-                        dgo[H + j] = dct * cp * f * ((REAL)1 - f);
-                        dgo[2 * H + j] = dct * i * ((REAL)1 - gg * gg);
-                        dgo[3 * H + j] = dh[j] * tc * o * ((REAL)1 - o);
-                    }
-                    break;
-                }
-                default: /* GRU */
-                    for (int64_t j = j0; j < j1; j++) {
-                        const REAL r = g[j], z = g[H + j], nn = g[2 * H + j];
-                        const REAL dan = dh[j] * ((REAL)1 - z) * ((REAL)1 - nn * nn);
-                        dgo[H + j] = dh[j] * (hprev[j] - nn) * z * ((REAL)1 - z);
-                        dgo[2 * H + j] = dan;
+                for (int64_t ub = ub0; ub < ub1; ub++) {
+                    const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
+                    const VEC dh = FN(vload)(dhv + u0);
+                    if (cell == RF_RNN_TANH) {
+                        const VEC h = FN(vload_n)(hs + row * P + u0, nu);
+                        FN(vstore_n)(dgo + u0, dh * ((REAL)1 - h * h), nu);
+                    } else if (cell == RF_RNN_RELU) {
+                        const VEC h = FN(vload_n)(hs + row * P + u0, nu);
+                        FN(vstore_n)(dgo + u0, FN(vselect)(h > 0, dh, FN(vsplat)(0)), nu);
+                    } else if (lstm) {
+                        const VEC i = FN(vload_n)(g + u0, nu), f = FN(vload_n)(g + H + u0, nu);
+                        const VEC gg = FN(vload_n)(g + 2 * H + u0, nu), o = FN(vload_n)(g + 3 * H + u0, nu);
+                        const VEC tc = FN(vtanh)(FN(vload_n)(ws_c + row * H + u0, nu));
+                        const VEC cp = s == 0 ? (c0 ? FN(vload_n)(c0 + n * H + u0, nu) : FN(vsplat)(0))
+                                              : FN(vload_n)(ws_c + (tp * N + n) * H + u0, nu);
+                        const VEC dct = FN(vload)(dc + n * Hp + u0) + dh * o * ((REAL)1 - tc * tc);
+                        FN(vstore)(dc + n * Hp + u0, dct * f);
+                        FN(vstore_n)(dgo + u0, dct * gg * i * ((REAL)1 - i), nu);
+                        FN(vstore_n)(dgo + H + u0, dct * cp * f * ((REAL)1 - f), nu);
+                        FN(vstore_n)(dgo + 2 * H + u0, dct * i * ((REAL)1 - gg * gg), nu);
+                        FN(vstore_n)(dgo + 3 * H + u0, dh * tc * o * ((REAL)1 - o), nu);
+                    } else {
+                        const VEC r_ = FN(vload_n)(g + u0, nu), z = FN(vload_n)(g + H + u0, nu);
+                        const VEC nn = FN(vload_n)(g + 2 * H + u0, nu);
+                        const VEC hp = FN(vload_n)(hprev + u0, nu);
+                        const VEC dan = dh * ((REAL)1 - z) * ((REAL)1 - nn * nn);
+                        const VEC daz = dh * (hp - nn) * z * ((REAL)1 - z);
+                        FN(vstore_n)(dgo + H + u0, daz, nu);
+                        FN(vstore_n)(dgo + 2 * H + u0, dan, nu);
                         if (gru_after) {
-                            const REAL hn = ws_hn[row * H + j];
+                            const VEC dar = dan * FN(vload_n)(ws_hn + row * H + u0, nu) * r_ * ((REAL)1 - r_);
                             REAL *dgh = dgr + row * GH;
-                            dgo[j] = dan * hn * r * ((REAL)1 - r);
-                            dgh[j] = dgo[j];
-                            dgh[H + j] = dgo[H + j];
-                            dgh[2 * H + j] = dan * r;
+                            FN(vstore_n)(dgo + u0, dar, nu);
+                            FN(vstore_n)(dgh + u0, dar, nu);
+                            FN(vstore_n)(dgh + H + u0, daz, nu);
+                            FN(vstore_n)(dgh + 2 * H + u0, dan * r_, nu);
                         }
                     }
-                    break;
                 }
             }
             if (gru_before) { /* d(r*h) = W_hn^T dan needs all of dan */
-#pragma omp barrier
-                for (int64_t n = 0; n < N; n++) {
-                    const int64_t len = lens ? lens[n] : T;
-                    if (s >= len)
-                        continue;
-                    const int64_t t = reverse ? len - 1 - s : s;
-                    const int64_t tp = reverse ? t + 1 : t - 1;
-                    const int64_t row = t * N + n;
-                    const REAL *hprev = s == 0 ? h0 + n * P : hs + (tp * N + n) * P;
-                    REAL *dgo = dgx + row * GH, *d = drh + n * H;
-                    memset(d + j0, 0, (size_t)(j1 - j0) * sizeof(REAL));
-                    for (int64_t j = 0; j < H; j++)
-                        FN(axpy)(j1 - j0, dgo[2 * H + j], w_hh + (2 * H + j) * P + j0, d + j0);
-                    for (int64_t j = j0; j < j1; j++) {
-                        const REAL r = gates[row * GH + j];
-                        dgo[j] = d[j] * hprev[j] * r * ((REAL)1 - r);
+                rf_barrier_wait(&bar, &sense);
+                for (int64_t ub = ub0; ub < ub1; ub++) {
+                    const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
+                    for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
+                        const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
+                        for (int64_t r = 0; r < nr; r++) {
+                            const int64_t n = act[i0 + r], len = lens ? lens[n] : T;
+                            hr[r] = dgx + ((reverse ? len - 1 - s : s) * N + n) * GH + 2 * H;
+                        }
+                        FN(gate_product)(1, H, wtn + ub * H * VL, hr, nr, out);
+                        for (int64_t r = 0; r < nr; r++) {
+                            const int64_t n = act[i0 + r], len = lens ? lens[n] : T;
+                            const int64_t t = reverse ? len - 1 - s : s, tp = reverse ? t + 1 : t - 1;
+                            const int64_t row = t * N + n;
+                            const REAL *hprev = s == 0 ? h0 + n * P : hs + (tp * N + n) * P;
+                            const VEC r_ = FN(vload_n)(gates + row * GH + u0, nu);
+                            FN(vstore)(drh + n * Hp + u0, out[r][0]);
+                            FN(vstore_n)(dgx + row * GH + u0,
+                                         out[r][0] * FN(vload_n)(hprev + u0, nu) * r_ * ((REAL)1 - r_), nu);
+                        }
                     }
                 }
             }
-#pragma omp barrier
-            /* phase 3: dL/dh_{t-1} = W_hh^T dgr (+ the direct GRU paths), P-slice */
-            for (int64_t n = 0; n < N; n++) {
-                const int64_t len = lens ? lens[n] : T;
-                if (s >= len)
-                    continue;
-                const int64_t t = reverse ? len - 1 - s : s;
-                const int64_t row = t * N + n;
-                REAL *dst = dhx + n * P;
-                const REAL *dg = dgr + row * GH;
-                if (gru) {
-                    const REAL *g = gates + row * GH;
-                    for (int64_t k = p0; k < p1; k++)
-                        dst[k] = dhc[n * P + k] * g[H + k] + (gru_before ? drh[n * H + k] * g[k] : (REAL)0);
-                } else {
-                    memset(dst + p0, 0, (size_t)(p1 - p0) * sizeof(REAL));
+            rf_barrier_wait(&bar, &sense);
+            /* 3. dL/dh_{t-1} = W_hh^T dgr (+ the direct GRU paths), this thread's P-blocks */
+            for (int64_t pb = pb0; pb < pb1; pb++) {
+                const int64_t p0 = pb * VL, np_ = rf_min64(VL, P - p0);
+                for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
+                    const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
+                    for (int64_t r = 0; r < nr; r++) {
+                        const int64_t n = act[i0 + r], len = lens ? lens[n] : T;
+                        hr[r] = dgr + ((reverse ? len - 1 - s : s) * N + n) * GH;
+                    }
+                    FN(gate_product)(1, GHrec, wt3 + pb * GHrec * VL, hr, nr, out);
+                    for (int64_t r = 0; r < nr; r++) {
+                        const int64_t n = act[i0 + r];
+                        VEC d = out[r][0];
+                        if (gru) {
+                            const REAL *g = gates + (hr[r] - dgr);
+                            d += FN(vload)(dhc + n * Pp + p0) * FN(vload_n)(g + H + p0, np_);
+                            if (gru_before)
+                                d += FN(vload)(drh + n * Hp + p0) * FN(vload_n)(g + p0, np_);
+                        }
+                        FN(vstore)(dhx + n * Pp + p0, d);
+                    }
                 }
-                for (int64_t j = 0; j < GHrec; j++)
-                    FN(axpy)(p1 - p0, dg[j], w_hh + j * P + p0, dst + p0);
             }
-#pragma omp barrier
+            rf_barrier_wait(&bar, &sense);
             REAL *tmp = dhc;
             dhc = dhx;
             dhx = tmp;
         }
+        rf_fpmode_leave(fpm);
     }
-    memcpy(a->dh0, (T % 2 == 0) ? dhA : dhB, (size_t)(N * P) * sizeof(REAL));
-    if (lstm && a->dc0)
-        memcpy(a->dc0, dc, (size_t)(N * H) * sizeof(REAL));
+    {
+        const REAL *dh_final = (T % 2 == 0) ? dhA : dhB;
+        for (int64_t n = 0; n < N; n++) {
+            memcpy((REAL *)a->dh0 + n * P, dh_final + n * Pp, (size_t)P * sizeof(REAL));
+            if (lstm && a->dc0)
+                memcpy((REAL *)a->dc0 + n * H, dc + n * Hp, (size_t)H * sizeof(REAL));
+        }
+    }
+    free(act_all);
 
     /* hoisted products over all steps */
     int st = RF_OK;
@@ -900,6 +962,10 @@ static int FN(backward)(const rf_bwd_args *a)
 #undef RF_MANT
 #undef RF_BIAS
 #undef NB1
+#undef C1
+#undef C2
+#undef C3
+#undef C4
 #undef NB2
 #undef NB3
 #undef NB4
