@@ -604,8 +604,10 @@ def rnn_forward(mode, x, params, *, num_layers, hidden_size, bias=True,
         ``x`` (``(T, N, D*P)``, ``(N, T, D*P)`` or ``(T, D*P)``); 1 keeps, 0 drops.
         The input is multiplied by ``mask / (1 - p)``.  Only valid when dropout is
         applied.
-    backend : {'cpu', 'reference'}, default 'cpu'
-        ``'cpu'`` is the compiled backend, ``'reference'`` the NumPy oracle.
+    backend : {'cpu', 'reference'} or module, default 'cpu'
+        ``'cpu'`` is the compiled backend, ``'reference'`` the NumPy oracle; an
+        object providing ``layer_forward`` / ``layer_backward`` per
+        ``docs/design.md`` is used as is.
 
     Returns
     -------
