@@ -358,6 +358,9 @@ def _check_float_array(owner, name, value, dtype, source=None):
     Returns the array as a base-class ndarray (native byte order; no copy unless
     the byte order had to be fixed).
     """
+    if type(value) is np.ndarray and dtype is not None and value.dtype == dtype \
+            and value.dtype.isnative:
+        return value  # fast path: the common case costs one comparison
     if dtype is None:
         if isinstance(value, np.ndarray) and value.dtype.kind == "f" and \
                 value.dtype.itemsize in (4, 8):
