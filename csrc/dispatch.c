@@ -9,6 +9,8 @@
 #define RF_DECLARE(isa)                                                                   \
     int rf_forward_##isa(const rf_fwd_args *a);                                           \
     int rf_backward_##isa(const rf_bwd_args *a);                                          \
+    int64_t rf_pack_forward_size_##isa(const rf_fwd_args *a);                             \
+    int rf_pack_forward_##isa(const rf_fwd_args *a, void *dst);                           \
     int rf_gemm_##isa(int, int, int, int64_t, int64_t, int64_t, const void *, int64_t,    \
                       const void *, int64_t, int, void *, int64_t, int);
 #ifdef RF_HAVE_X86_VARIANTS
@@ -50,6 +52,28 @@ int rf_forward(const rf_fwd_args *a)
     case RF_ISA_AVX2: return rf_forward_avx2(a);
 #endif
     default: return rf_forward_base(a);
+    }
+}
+
+int64_t rf_pack_forward_size(const rf_fwd_args *a)
+{
+    switch (rf_isa()) {
+#ifdef RF_HAVE_X86_VARIANTS
+    case RF_ISA_AVX512: return rf_pack_forward_size_avx512(a);
+    case RF_ISA_AVX2: return rf_pack_forward_size_avx2(a);
+#endif
+    default: return rf_pack_forward_size_base(a);
+    }
+}
+
+int rf_pack_forward(const rf_fwd_args *a, void *dst)
+{
+    switch (rf_isa()) {
+#ifdef RF_HAVE_X86_VARIANTS
+    case RF_ISA_AVX512: return rf_pack_forward_avx512(a, dst);
+    case RF_ISA_AVX2: return rf_pack_forward_avx2(a, dst);
+#endif
+    default: return rf_pack_forward_base(a, dst);
     }
 }
 

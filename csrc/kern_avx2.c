@@ -29,6 +29,16 @@ int rf_forward_avx2(const rf_fwd_args *a)
     return a->dtype == RF_F32 ? forward_f32_avx2(a) : forward_f64_avx2(a);
 }
 
+int64_t rf_pack_forward_size_avx2(const rf_fwd_args *a)
+{
+    return a->dtype == RF_F32 ? pack_forward_size_f32_avx2(a) : pack_forward_size_f64_avx2(a);
+}
+
+int rf_pack_forward_avx2(const rf_fwd_args *a, void *dst)
+{
+    return a->dtype == RF_F32 ? pack_forward_f32_avx2(a, dst) : pack_forward_f64_avx2(a, dst);
+}
+
 int rf_backward_avx2(const rf_bwd_args *a)
 {
     return a->dtype == RF_F32 ? backward_f32_avx2(a) : backward_f64_avx2(a);

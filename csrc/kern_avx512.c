@@ -29,6 +29,16 @@ int rf_forward_avx512(const rf_fwd_args *a)
     return a->dtype == RF_F32 ? forward_f32_avx512(a) : forward_f64_avx512(a);
 }
 
+int64_t rf_pack_forward_size_avx512(const rf_fwd_args *a)
+{
+    return a->dtype == RF_F32 ? pack_forward_size_f32_avx512(a) : pack_forward_size_f64_avx512(a);
+}
+
+int rf_pack_forward_avx512(const rf_fwd_args *a, void *dst)
+{
+    return a->dtype == RF_F32 ? pack_forward_f32_avx512(a, dst) : pack_forward_f64_avx512(a, dst);
+}
+
 int rf_backward_avx512(const rf_bwd_args *a)
 {
     return a->dtype == RF_F32 ? backward_f32_avx512(a) : backward_f64_avx512(a);

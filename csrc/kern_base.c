@@ -29,6 +29,16 @@ int rf_forward_base(const rf_fwd_args *a)
     return a->dtype == RF_F32 ? forward_f32_base(a) : forward_f64_base(a);
 }
 
+int64_t rf_pack_forward_size_base(const rf_fwd_args *a)
+{
+    return a->dtype == RF_F32 ? pack_forward_size_f32_base(a) : pack_forward_size_f64_base(a);
+}
+
+int rf_pack_forward_base(const rf_fwd_args *a, void *dst)
+{
+    return a->dtype == RF_F32 ? pack_forward_f32_base(a, dst) : pack_forward_f64_base(a, dst);
+}
+
 int rf_backward_base(const rf_bwd_args *a)
 {
     return a->dtype == RF_F32 ? backward_f32_base(a) : backward_f64_base(a);

@@ -483,6 +483,52 @@ static void FN(colsum)(int64_t m, int64_t n, const REAL *A, int64_t lda, REAL *o
 /* ------------------------------------------------------------------------------------ */
 /* Forward                                                                                */
 
+/* Pack everything the forward multiplies by (W_ih, the W_hh gates that read h, the GRU
+ * candidate's W_hn, the LSTM projection) for unit blocks [ub0, ub1) and projection
+ * blocks [pb0, pb1), into the layout of rf_pack_forward's buffer. */
+static void FN(pack_forward_blocks)(const rf_fwd_args *a, int64_t ub0, int64_t ub1,
+                                    int64_t pb0, int64_t pb1, REAL *win)
+{
+    const int lstm = a->cell == RF_LSTM, gru_before = a->cell == RF_GRU && !a->reset_after;
+    const int proj = lstm && a->w_hr != NULL;
+    const int64_t I = a->isz, H = a->H, P = a->P, G = rf_gate_count(a->cell);
+    const int64_t nub = rf_round_up(H, VL) / VL;
+    const int Gm = gru_before ? 2 : (int)G;
+    REAL *wmain = win + nub * I * G * VL, *wcand = wmain + nub * P * Gm * VL;
+    REAL *wproj = wcand + (gru_before ? nub * H * VL : 0);
+    FN(pack_gates)(a->w_ih, H, I, (int)G, 0, ub0, ub1, win);
+    FN(pack_gates)(a->w_hh, H, P, Gm, 0, ub0, ub1, wmain);
+    if (gru_before)
+        FN(pack_gates)(a->w_hh, H, H, 1, 2 * H, ub0, ub1, wcand);
+    if (proj)
+        FN(pack_gates)(a->w_hr, P, H, 1, 0, pb0, pb1, wproj);
+}
+
+/* Elements of the forward pack for this problem (depends on the ISA's vector width). */
+static int64_t FN(pack_forward_size)(const rf_fwd_args *a)
+{
+    const int lstm = a->cell == RF_LSTM, gru_before = a->cell == RF_GRU && !a->reset_after;
+    const int64_t I = a->isz, H = a->H, P = a->P, G = rf_gate_count(a->cell);
+    const int64_t nub = rf_round_up(H, VL) / VL, npb = rf_round_up(P, VL) / VL;
+    const int Gm = gru_before ? 2 : (int)G;
+    return nub * I * G * VL + nub * P * Gm * VL + (gru_before ? nub * H * VL : 0)
+           + (lstm && a->w_hr ? npb * H * VL : 0);
+}
+
+static int FN(pack_forward)(const rf_fwd_args *a, REAL *dst)
+{
+    const int64_t nub = rf_round_up(a->H, VL) / VL, npb = rf_round_up(a->P, VL) / VL;
+    const int nt = rf_threads_for(a->nthreads, (double)FN(pack_forward_size)(a), 1.0e5, nub);
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t ub0, ub1, pb0, pb1;
+        rf_split(nub, &ub0, &ub1);
+        rf_split(npb, &pb0, &pb1);
+        FN(pack_forward_blocks)(a, ub0, ub1, pb0, pb1, dst);
+    }
+    return RF_OK;
+}
+
 static int FN(forward)(const rf_fwd_args *a)
 {
     const int cell = a->cell, training = a->training, reverse = a->reverse;
@@ -492,16 +538,12 @@ static int FN(forward)(const rf_fwd_args *a)
     const int64_t G = rf_gate_count(cell), GH = G * H;
     const int proj = lstm && a->w_hr != NULL;
     const int64_t *lens = a->lengths;
-    const REAL *x = a->x, *w_ih = a->w_ih, *w_hh = a->w_hh, *w_hr = a->w_hr;
-    const REAL *b_ih = a->b_ih, *b_hh = a->b_hh;
+    const REAL *x = a->x, *b_ih = a->b_ih, *b_hh = a->b_hh;
     REAL *y = a->y, *gx = a->gx;
     REAL *ws_c = a->ws_c, *ws_m = a->ws_m, *ws_hn = a->ws_hn;
 
     if (N == 0)
         return RF_OK;
-    int st = FN(gemm)(0, 1, T * N, GH, I, x, I, w_ih, I, 0, gx, GH, a->nthreads);
-    if (st != RF_OK)
-        return st;
 
     /* State rows are padded to whole vectors (Hp, Pp) so the fused epilogue stores full
        vectors; the padding lanes stay exactly zero. */
@@ -509,10 +551,13 @@ static int FN(forward)(const rf_fwd_args *a)
     const int64_t nub = Hp / VL, npb = Pp / VL;
     const int Gm = gru_before ? 2 : (int)G;      /* gates whose product reads h */
     const int nt = rf_threads_for(a->nthreads, (double)2 * N * GH * P, 3.0e4, nub);
+    const size_t n_in = (size_t)(nub * I * G * VL);
     const size_t n_main = (size_t)(nub * P * Gm * VL);
     const size_t n_cand = gru_before ? (size_t)(nub * H * VL) : 0;
     const size_t n_proj = proj ? (size_t)(npb * H * VL) : 0;
-    const size_t n_scratch = (size_t)(G * Hp + Hp + 2 * N * Pp + 2 * N * Hp) + n_main + n_cand + n_proj;
+    const int prepacked = a->wpack != NULL;
+    const size_t n_packs = prepacked ? 0 : n_in + n_main + n_cand + n_proj;
+    const size_t n_scratch = (size_t)(G * Hp + Hp + 2 * N * Pp + 2 * N * Hp) + n_packs;
     REAL *scratch = rf_aligned_alloc(n_scratch * sizeof(REAL));
     int64_t *act_all = malloc((size_t)(nt * N) * sizeof(int64_t));
     if (scratch == NULL || act_all == NULL) {
@@ -522,7 +567,8 @@ static int FN(forward)(const rf_fwd_args *a)
     }
     REAL *bsum = scratch, *bhn = bsum + G * Hp, *hA = bhn + Hp, *hB = hA + N * Pp;
     REAL *cst = hB + N * Pp, *mbuf = cst + N * Hp;
-    REAL *wmain = mbuf + N * Hp, *wcand = wmain + n_main, *wproj = wcand + n_cand;
+    REAL *win = prepacked ? (REAL *)a->wpack : mbuf + N * Hp;
+    REAL *wmain = win + n_in, *wcand = wmain + n_main, *wproj = wcand + n_cand;
     memset(scratch, 0, (size_t)(G * Hp + Hp + 2 * N * Pp + 2 * N * Hp) * sizeof(REAL));
     for (int64_t q = 0; q < G; q++)
         for (int64_t u = 0; u < H; u++) {
@@ -547,11 +593,8 @@ static int FN(forward)(const rf_fwd_args *a)
         rf_split(nub, &ub0, &ub1);
         rf_split(npb, &pb0, &pb1);
         /* each thread packs, and later reads, only its own unit blocks: no sync needed */
-        FN(pack_gates)(w_hh, H, P, Gm, 0, ub0, ub1, wmain);
-        if (gru_before)
-            FN(pack_gates)(w_hh, H, H, 1, 2 * H, ub0, ub1, wcand);
-        if (proj)
-            FN(pack_gates)(w_hr, P, H, 1, 0, pb0, pb1, wproj);
+        if (!prepacked)
+            FN(pack_forward_blocks)(a, ub0, ub1, pb0, pb1, win);
 #ifdef _OPENMP
         int64_t *act = act_all + (int64_t)omp_get_thread_num() * N;
 #else
@@ -561,6 +604,29 @@ static int FN(forward)(const rf_fwd_args *a)
         REAL *hc = hA, *hx = hB;
         const REAL *hr[RF_ROWS_MAX];
         VEC out[RF_ROWS_MAX][4];
+        /* the input projection of every valid step, hoisted out of the time loop; the
+           thread projects the unit blocks it will own in the loop, so no barrier */
+        for (int64_t ub = ub0; ub < ub1; ub++) {
+            const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
+            const REAL *wp = win + ub * I * G * VL;
+            int64_t rows[RF_ROWS_MAX];
+            int64_t m = 0;
+            while (m < T * N) {
+                int64_t nr = 0;
+                for (; m < T * N && nr < RF_ROWS_MAX; m++) {
+                    const int64_t t = m / N, n = m % N;
+                    const int64_t len = lens ? lens[n] : T;
+                    if (t < len)   /* padded steps are never projected */
+                        rows[nr++] = m;
+                }
+                for (int64_t r = 0; r < nr; r++)
+                    hr[r] = x + rows[r] * I;
+                FN(gate_product)((int)G, I, wp, hr, nr, out);
+                for (int64_t r = 0; r < nr; r++)
+                    for (int q = 0; q < G; q++)
+                        FN(vstore_n)(gx + rows[r] * GH + q * H + u0, out[r][q], nu);
+            }
+        }
         for (int64_t s = 0; s < T; s++) {
             int64_t na = 0;
             for (int64_t n = 0; n < N; n++)

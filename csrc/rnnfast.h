@@ -50,6 +50,8 @@ typedef struct {
     void *ws_c;                  /* LSTM: (T, N, H) c_t */
     void *ws_m;                  /* LSTM with projection: (T, N, H) o*tanh(c_t) */
     void *ws_hn;                 /* GRU: (T, N, H) W_hn h + b_hn (reset_after) or r*h_{t-1} */
+    /* optional: the weights already packed by rf_pack_forward (NULL: pack in the call) */
+    const void *wpack;
 } rf_fwd_args;
 
 typedef struct {
@@ -75,6 +77,12 @@ typedef struct {
 } rf_bwd_args;
 
 int rf_forward(const rf_fwd_args *a);
+/* Packed forward weights, reusable across calls while the weights do not change: the
+ * size in elements of the problem's dtype, and the packing itself (reads w_ih, w_hh, w_hr,
+ * cell, reset_after, isz, H, P, dtype, nthreads of `a`). The layout belongs to the kernel
+ * variant of this process (rf_isa()). */
+int64_t rf_pack_forward_size(const rf_fwd_args *a);
+int rf_pack_forward(const rf_fwd_args *a, void *dst);
 int rf_backward(const rf_bwd_args *a);
 
 /* C = beta*C + op(A) op(B) (+ bias per column), row-major; exposed for tests and bench. */

@@ -270,3 +270,20 @@ def test_gemm_matches_numpy(dtype, ta, tb, m, n, k):
         _kernels.gemm(a, b, c, trans_a=ta, trans_b=tb, accumulate=accumulate, nthreads=2)
         expected = want + (c0 if accumulate else 0)
         assert np.max(np.abs(c - expected)) <= tol
+
+
+@pytest.mark.parametrize("cell,reset_after,proj", VARIANTS, ids=lambda v: str(v))
+def test_prepacked_weights_give_identical_results(cell, reset_after, proj):
+    prob = make_problem(cell, 7, 5, 9, 19, proj=proj, lengths="mixed", seed=13)
+    pack = cpu.pack_weights(cell, prob["w_ih"], prob["w_hh"], prob["w_hr"], reset_after)
+    args = (cell, prob["x"], prob["h0"], prob["c0"], prob["w_ih"], prob["w_hh"],
+            prob["b_ih"], prob["b_hh"], prob["w_hr"], prob["lengths"], True, reset_after, False)
+    plain = cpu.layer_forward(*args)
+    packed = cpu.layer_forward(*args, packed=pack)
+    for a, b in zip(plain[:3], packed[:3]):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    other = cpu.pack_weights(cell, prob["w_ih"][:, :-1].copy(), prob["w_hh"], prob["w_hr"],
+                             reset_after)
+    with pytest.raises(ValueError, match="packed weights"):
+        cpu.layer_forward(*args, packed=other)

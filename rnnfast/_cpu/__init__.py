@@ -10,7 +10,7 @@ import numpy as np
 from .. import _config
 from . import _kernels
 
-__all__ = ["layer_forward", "layer_backward"]
+__all__ = ["layer_forward", "layer_backward", "pack_weights"]
 
 _CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
 _GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
@@ -27,9 +27,45 @@ def _dtype_code(dtype):
     return 0 if dtype == np.float32 else 1
 
 
+class PackedWeights:
+    """One layer-direction's forward weights packed for this CPU's kernels.
+
+    Build with :func:`pack_weights`; pass as ``packed=`` to :func:`layer_forward` to skip
+    packing in every call. It is a snapshot: when the weights change, pack again. A pack
+    is checked against the call's cell, dtype and sizes before use.
+    """
+
+    __slots__ = ("key", "data")
+
+    def __init__(self, key, data):
+        self.key, self.data = key, data
+
+
+def _pack_key(cell, dtype, w_ih, w_hh, w_hr, reset_after):
+    return (cell, np.dtype(dtype).str, w_ih.shape, w_hh.shape,
+            None if w_hr is None else w_hr.shape, bool(reset_after) if cell == "gru" else True)
+
+
+def pack_weights(cell, w_ih, w_hh, w_hr=None, reset_after=True):
+    """Pack one layer-direction's forward weights (validated, C-contiguous arrays)."""
+    H = w_ih.shape[0] // _GATES[cell]
+    data = _kernels.pack_forward(_CELL_CODES[cell], _dtype_code(w_ih.dtype), w_ih.shape[1], H,
+                                 w_hh.shape[1], w_ih, w_hh, w_hr, reset_after,
+                                 _config.get_num_threads())
+    return PackedWeights(_pack_key(cell, w_ih.dtype, w_ih, w_hh, w_hr, reset_after), data)
+
+
 def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=None,
-                  reverse=False, reset_after=True, training=False):
-    """Forward of one layer in one direction; see docs/design.md for the contract."""
+                  reverse=False, reset_after=True, training=False, packed=None):
+    """Forward of one layer in one direction; see docs/design.md for the contract.
+
+    ``packed`` (optional) is a :class:`PackedWeights` of these same weights.
+    """
+    wpack = None
+    if packed is not None:
+        if packed.key != _pack_key(cell, x.dtype, w_ih, w_hh, w_hr, reset_after):
+            raise ValueError("packed weights were made for another cell, dtype or size")
+        wpack = packed.data
     T, N, I = x.shape
     H = w_ih.shape[0] // _GATES[cell]
     P = w_hh.shape[1]
@@ -48,7 +84,7 @@ def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=No
     _kernels.forward(_CELL_CODES[cell], _dtype_code(dtype), T, N, I, H, P,
                      x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
                      reverse, reset_after, training, _config.get_num_threads(),
-                     y, h_n, c_n, gx, ws_c, ws_m, ws_hn)
+                     y, h_n, c_n, gx, ws_c, ws_m, ws_hn, wpack)
     cache = None
     if training:
         cache = _Cache()

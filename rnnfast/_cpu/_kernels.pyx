@@ -32,6 +32,7 @@ cdef extern from "rnnfast.h" nogil:
         void *ws_c
         void *ws_m
         void *ws_hn
+        const void *wpack
     ctypedef struct rf_bwd_args:
         int cell, dtype, reverse, reset_after, nthreads
         int64_t T, N, isz, H, P
@@ -63,6 +64,8 @@ cdef extern from "rnnfast.h" nogil:
         void *dgh
         void *dhtot
     int rf_forward(const rf_fwd_args *a)
+    int64_t rf_pack_forward_size(const rf_fwd_args *a)
+    int rf_pack_forward(const rf_fwd_args *a, void *dst)
     int rf_backward(const rf_bwd_args *a)
     int rf_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                 const void *a, int64_t lda, const void *b, int64_t ldb, int beta_one,
@@ -103,8 +106,11 @@ cdef void *_wptr(object arr, str name, int typenum, Py_ssize_t size) except? NUL
 def forward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, int64_t P,
             x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
             bint reverse, bint reset_after, bint training, int nthreads,
-            y, h_n, c_n, gx, ws_c, ws_m, ws_hn):
-    """Run one layer in one direction forward; see rf_fwd_args in csrc/rnnfast.h."""
+            y, h_n, c_n, gx, ws_c, ws_m, ws_hn, wpack=None):
+    """Run one layer in one direction forward; see rf_fwd_args in csrc/rnnfast.h.
+
+    `wpack`, if given, holds the weights packed by `pack_forward` for the same problem.
+    """
     cdef rf_fwd_args a
     cdef int tn = _typenum(dtype)
     cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
@@ -129,6 +135,8 @@ def forward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, int
     a.ws_c = _wptr(ws_c, "ws_c", tn, T * N * H)
     a.ws_m = _wptr(ws_m, "ws_m", tn, T * N * H)
     a.ws_hn = _wptr(ws_hn, "ws_hn", tn, T * N * H)
+    if wpack is not None:
+        a.wpack = _ptr(wpack, "wpack", tn, rf_pack_forward_size(&a))
     if (b_ih is None) != (b_hh is None):
         raise ValueError("internal: b_ih and b_hh must both be given or both be None")
     if cell == 2 and (c0 is None or c_n is None):
@@ -140,6 +148,29 @@ def forward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, int
         st = rf_forward(&a)
     if st != 0:
         raise MemoryError("rnnfast: out of memory for the forward scratch buffers")
+
+
+def pack_forward(int cell, int dtype, int64_t I, int64_t H, int64_t P, w_ih, w_hh, w_hr,
+                 bint reset_after, int nthreads):
+    """The forward weights packed for this CPU's kernels, as a 1-D array to pass as wpack."""
+    import numpy as np
+    cdef rf_fwd_args a
+    cdef int tn = _typenum(dtype)
+    cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
+    cdef int st
+    memset(&a, 0, sizeof(a))
+    a.cell, a.dtype, a.reset_after, a.nthreads = cell, dtype, reset_after, nthreads
+    a.isz, a.H, a.P = I, H, P
+    a.w_ih = _ptr(w_ih, "w_ih", tn, G * H * I)
+    a.w_hh = _ptr(w_hh, "w_hh", tn, G * H * P)
+    a.w_hr = _ptr(w_hr, "w_hr", tn, P * H)
+    out = np.empty(rf_pack_forward_size(&a), dtype=np.float32 if dtype == 0 else np.float64)
+    cdef void *dst = _wptr(out, "wpack", tn, out.size)
+    with nogil:
+        st = rf_pack_forward(&a, dst)
+    if st != 0:
+        raise MemoryError("rnnfast: out of memory while packing weights")
+    return out
 
 
 def backward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, int64_t P,
