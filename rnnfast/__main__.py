@@ -1,8 +1,10 @@
-"""`python -m rnnfast` / `rnnfast`: print the configuration and run a small check.
+"""`python -m rnnfast` / `rnnfast`: print the configuration, run a small check, benchmark.
 
-Until the demo lands, the main job of the command is to show what was built
-(`show_config()`) and prove the compiled path works: a small LSTM forward and backward
-compared with the pure-NumPy reference.
+`rnnfast config` shows what was built (`show_config()`); `rnnfast check` (the default)
+also proves the compiled path works: a small LSTM forward and backward compared with the
+pure-NumPy reference; `rnnfast bench` runs the benchmark suite of BENCHMARKS.md against
+the installed peers (PyTorch, ONNX Runtime, a NumPy loop) and prints the table
+(`rnnfast bench --help`).
 """
 import argparse
 import sys
@@ -45,7 +47,15 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("config", help="print the build and run-time configuration")
     sub.add_parser("check", help="configuration plus a compiled-vs-reference self-check")
+    from . import _bench
+    _bench.add_arguments(sub.add_parser(
+        "bench", help="benchmark against PyTorch, ONNX Runtime and a NumPy loop",
+        description="Time rnnfast and the installed peers on the shapes of BENCHMARKS.md "
+                    "(interleaved, same thread count, agreement checked first) and print "
+                    "the table. Peers: pip install 'rnnfast[bench]' torch==2.13.0"))
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench.main_bench(args)
     from . import show_config
     show_config()
     if args.command == "config":

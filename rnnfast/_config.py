@@ -15,6 +15,7 @@ from ._version import __version__
 __all__ = ["set_num_threads", "get_num_threads", "show_config", "config"]
 
 _num_threads = None
+_default_threads = None   # environment / CPU default, read once (see get_num_threads)
 
 
 def _available_cpus():
@@ -49,8 +50,10 @@ def set_num_threads(n):
     n : int >= 1, or None
         Thread count; None goes back to the environment / CPU default.
     """
-    global _num_threads
-    if n is not None:
+    global _num_threads, _default_threads
+    if n is None:
+        _default_threads = None  # re-read the environment at the next call
+    else:
         if isinstance(n, bool) or not hasattr(n, "__index__"):
             raise TypeError(f"set_num_threads: 'n' must be an int >= 1 or None, got {n!r}")
         n = n.__index__()
@@ -60,10 +63,17 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """Number of threads rnnfast's kernels use (see the module docstring for the order)."""
+    """Number of threads rnnfast's kernels use (see the module docstring for the order).
+
+    The environment variables are read at the first call (and again after
+    ``set_num_threads(None)``), not at every kernel call.
+    """
+    global _default_threads
     if _num_threads is not None:
         return _num_threads
-    return _threads_from_env() or _available_cpus()
+    if _default_threads is None:
+        _default_threads = _threads_from_env() or _available_cpus()
+    return _default_threads
 
 
 def _cpu_info():

@@ -18,6 +18,7 @@ Conventions (scikit-learn / PyTorch style):
 This module imports nothing from rnnfast.
 """
 
+import functools
 import math
 import numbers
 import os
@@ -255,6 +256,7 @@ def check_config(owner, cell, input_size, hidden_size, num_layers, bias, bidirec
 # memory
 
 
+@functools.lru_cache(maxsize=1)
 def available_memory_bytes():
     """Physical memory of the machine in bytes (2**63 - 1 when it cannot be read)."""
     try:

@@ -58,6 +58,7 @@ in training mode inputs, states and parameters are always copied, so that changi
 them between forward and backward cannot corrupt the gradients.
 """
 
+import functools
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -151,8 +152,12 @@ class RNNCache:
 # configuration helpers
 
 
+@functools.lru_cache(maxsize=256)
 def _names(L, D, bias, proj):
-    """PyTorch's parameter names per (layer, direction), in PyTorch's order."""
+    """PyTorch's parameter names per (layer, direction), in PyTorch's order.
+
+    Cached: the result is shared, callers must not modify it.
+    """
     out = []
     for layer in range(L):
         for d in range(D):
@@ -167,8 +172,12 @@ def _names(L, D, bias, proj):
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def _shapes(cell, I, H, L, D, bias, proj):
-    """``{name: shape}`` in PyTorch's order (no validation)."""
+    """``{name: shape}`` in PyTorch's order (no validation).
+
+    Cached: the result is shared, callers must not modify it.
+    """
     G = _v.GATES[cell]
     P = proj or H
     shapes = {}
@@ -303,12 +312,17 @@ def _to_user(a, batch_first, unbatched):
 
 def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bias,
              bidirectional, batch_first, proj_size, reset_after, dtype, hx, lengths,
-             dropout, training, rng, dropout_masks, backend, checked_config=False):
+             dropout, training, rng, dropout_masks, backend, checked_config=False,
+             checked_params=False, packs=None):
     """Shared implementation of :func:`rnn_forward` and the layers of ``rnnfast.nn``.
 
     ``owner`` prefixes every message.  ``dtype`` None means "the dtype of x";
     ``input_size`` None means "the feature size of x".  With ``checked_config`` the
-    caller guarantees the configuration arguments are already validated.
+    caller guarantees the configuration arguments are already validated, with
+    ``checked_params`` that ``params`` passed :func:`_validation.check_params` for this
+    configuration and dtype (a layer calling again with the same arrays).  ``packs``
+    (cpu backend, inference) holds one ``rnnfast._cpu.PackedWeights`` per layer and
+    direction, in ``layer * D + direction`` order.
     """
     backend = _v.check_backend(owner, backend)
     if not checked_config:
@@ -342,9 +356,10 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
     is_lstm = cell == "lstm"
 
     # parameters: presence, shape, dtype (size first: the name list grows with L)
-    _v.check_param_bytes(owner, cell, I, H, L, D, bias, proj_size, dtype.itemsize)
-    shapes = _shapes(cell, I, H, L, D, bias, proj_size)
-    params = _v.check_params(owner, params, shapes, dtype, source)
+    if not checked_params:
+        _v.check_param_bytes(owner, cell, I, H, L, D, bias, proj_size, dtype.itemsize)
+        shapes = _shapes(cell, I, H, L, D, bias, proj_size)
+        params = _v.check_params(owner, params, shapes, dtype, source)
 
     # initial states
     h0 = c0 = None
@@ -432,11 +447,12 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
             c0_ld = None
             if is_lstm:
                 c0_ld = c0[idx] if c0 is not None else np.zeros((N, H), dtype=dtype)
+            extra = {} if packs is None else {"packed": packs[idx]}
             y_d, hn_d, cn_d, cache_d = mod.layer_forward(
                 cell, inp, h0_ld, c0_ld, w[nm["weight_ih"]], w[nm["weight_hh"]],
                 w[nm["bias_ih"]] if bias else None, w[nm["bias_hh"]] if bias else None,
                 w_hr=w[nm["weight_hr"]] if proj_size else None, lengths=lengths,
-                reverse=(d == 1), reset_after=reset_after, training=training)
+                reverse=(d == 1), reset_after=reset_after, training=training, **extra)
             ys.append(y_d)
             h_list.append(hn_d)
             if is_lstm:
@@ -446,8 +462,11 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
 
     y = ys[0] if D == 1 else np.concatenate(ys, axis=2)
     del ys, inp
-    h_n = np.stack(h_list)
-    c_n = np.stack(c_list) if is_lstm else None
+    # fresh arrays from the backend: one layer-direction needs no copy
+    h_n = h_list[0][None] if len(h_list) == 1 else np.stack(h_list)
+    c_n = None
+    if is_lstm:
+        c_n = c_list[0][None] if len(c_list) == 1 else np.stack(c_list)
 
     y = _to_user(y, batch_first, unbatched)
     if unbatched:

@@ -146,6 +146,9 @@ class _RNNBase:
         self._cache_state = "none"  # 'none' | 'eval' | 'ready' | 'released'
         self._param_names = tuple(shapes)
         self._param_shapes = shapes
+        self._checked_sig = None   # signature of the parameters last validated
+        self._packs = None         # inference: weights packed for the compiled kernels
+        self._locked = []          # parameters made read-only while _packs is in use
         if init:
             self.reset_parameters()
 
@@ -157,6 +160,7 @@ class _RNNBase:
 
     @backend.setter
     def backend(self, value):
+        self._release_packs()
         self._backend = _v.check_backend(type(self).__name__, value)
 
     @property
@@ -174,6 +178,7 @@ class _RNNBase:
         PyTorch's default initialisation; values come from the layer's random
         generator (see ``seed``), in the order of :meth:`named_parameters`.
         """
+        self._release_packs()
         k = 1.0 / math.sqrt(self.hidden_size)
         for name in self._param_names:
             shape = self._param_shapes[name]
@@ -201,20 +206,63 @@ class _RNNBase:
         return [[getattr(self, n) for n in g.values()] for g in groups]
 
     def flatten_parameters(self):
-        """No-op, for compatibility with PyTorch code (parameters are always usable)."""
+        """Drop the packed copy of the weights (repacked at the next inference call) and
+        make the parameters writable again; PyTorch code calls it harmlessly."""
+        self._release_packs()
 
     def train(self, mode=True):
-        """Set training mode (dropout active, backward possible); returns ``self``."""
+        """Set training mode (dropout active, backward possible); returns ``self``.
+
+        Leaving inference mode drops the packed weights and makes the parameters
+        writable again.
+        """
         self.training = _v.check_bool(f"{type(self).__name__}.train", "mode", mode)
+        if self.training:
+            self._release_packs()
         return self
 
     def eval(self):
-        """Set inference mode (``train(False)``); returns ``self``."""
+        """Set inference mode (``train(False)``); returns ``self``.
+
+        In inference mode the compiled backend packs the weights once, at the first
+        call, and reuses the pack in every later call.  While a pack is in use the
+        parameter arrays are read-only, so an in-place change cannot leave the pack
+        stale (it raises instead).  To change weights, call :meth:`train`,
+        :meth:`flatten_parameters` or :meth:`load_state_dict` first, or assign new
+        arrays to the attributes (that repacks at the next call).
+        """
         return self.train(False)
+
+    def _release_packs(self):
+        for arr in self._locked:
+            arr.flags.writeable = True
+        self._locked = []
+        self._packs = None
 
     # ------------------------------------------------------------------ compute
     def _params(self):
         return {name: getattr(self, name) for name in self._param_names}
+
+    def _make_packs(self, cell, params):
+        """Pack every layer-direction's weights once for inference calls, and lock the
+        parameters (read-only) for as long as the pack is used."""
+        from . import _cpu
+        D = 2 if self.bidirectional else 1
+        packs = []
+        def native(a):  # C-contiguous, native byte order (a copy only when needed)
+            return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+
+        for nm in _F._names(self.num_layers, D, self.bias, self.proj_size):
+            packs.append(_cpu.pack_weights(
+                cell, native(params[nm["weight_ih"]]), native(params[nm["weight_hh"]]),
+                native(params[nm["weight_hr"]]) if self.proj_size else None,
+                self.reset_after))
+        for arr in params.values():
+            if arr.flags.writeable:
+                arr.flags.writeable = False
+                self._locked.append(arr)
+        self._packs = packs
+        return packs
 
     def _forward(self, x, hx, lengths):
         owner = type(self).__name__
@@ -225,13 +273,26 @@ class _RNNBase:
         training = _v.check_bool(owner, "training", self.training)
         self._cache = None
         self._cache_state = "none"
+        params = self._params()
+        # the same validated arrays (identity, shape, dtype, layout) need no new check
+        sig = tuple((id(a), getattr(a, "shape", None), getattr(a, "dtype", None),
+                     getattr(getattr(a, "flags", None), "c_contiguous", None))
+                    for a in params.values())
+        checked = sig == self._checked_sig
+        if not checked:
+            self._release_packs()
+        packs = None
+        if not training and self._backend == "cpu" and checked:
+            packs = self._packs or self._make_packs(cell, params)
         out = _F._forward(
-            owner, cell, x, self._params(), input_size=self.input_size,
+            owner, cell, x, params, input_size=self.input_size,
             hidden_size=self.hidden_size, num_layers=self.num_layers, bias=self.bias,
             bidirectional=self.bidirectional, batch_first=self.batch_first,
             proj_size=self.proj_size, reset_after=self.reset_after, dtype=self.dtype,
             hx=hx, lengths=lengths, dropout=self.dropout, training=training,
-            rng=self._rng, dropout_masks=None, backend=self._backend)
+            rng=self._rng, dropout_masks=None, backend=self._backend,
+            checked_config=True, checked_params=checked, packs=packs)
+        self._checked_sig = sig
         self._cache = out.cache
         self._cache_state = "ready" if training else "eval"
         return out
@@ -333,6 +394,7 @@ class _RNNBase:
             msg = (f"{owner}: cannot load the state dict into {self!r}: "
                    + "; ".join(problems + type_problems))
             raise (ValueError if problems else TypeError)(msg)
+        self._release_packs()
         for name, arr in arrays.items():
             cur = getattr(self, name, None)
             if (isinstance(cur, np.ndarray) and cur.shape == arr.shape

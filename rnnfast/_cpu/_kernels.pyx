@@ -91,6 +91,8 @@ cdef void *_ptr(object arr, str name, int typenum, Py_ssize_t size) except? NULL
         raise TypeError(f"internal: {name} has dtype {a.dtype}")
     if not cnp.PyArray_IS_C_CONTIGUOUS(a):
         raise ValueError(f"internal: {name} is not C-contiguous")
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        raise ValueError(f"internal: {name} is not in native byte order")
     if cnp.PyArray_SIZE(a) != size:
         raise ValueError(f"internal: {name} has {cnp.PyArray_SIZE(a)} elements, expected {size}")
     return cnp.PyArray_DATA(a)
@@ -137,6 +139,8 @@ def forward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, int
     a.ws_hn = _wptr(ws_hn, "ws_hn", tn, T * N * H)
     if wpack is not None:
         a.wpack = _ptr(wpack, "wpack", tn, rf_pack_forward_size(&a))
+        if (<size_t>a.wpack) % 64 != 0:
+            raise ValueError("internal: wpack is not 64-byte aligned")
     if (b_ih is None) != (b_hh is None):
         raise ValueError("internal: b_ih and b_hh must both be given or both be None")
     if cell == 2 and (c0 is None or c_n is None):
@@ -164,8 +168,13 @@ def pack_forward(int cell, int dtype, int64_t I, int64_t H, int64_t P, w_ih, w_h
     a.w_ih = _ptr(w_ih, "w_ih", tn, G * H * I)
     a.w_hh = _ptr(w_hh, "w_hh", tn, G * H * P)
     a.w_hr = _ptr(w_hr, "w_hr", tn, P * H)
-    out = np.empty(rf_pack_forward_size(&a), dtype=np.float32 if dtype == 0 else np.float64)
-    cdef void *dst = _wptr(out, "wpack", tn, out.size)
+    # 64-byte aligned: the kernels read the pack with aligned vector loads
+    cdef int64_t n = rf_pack_forward_size(&a)
+    cdef int64_t itemsize = 4 if dtype == 0 else 8
+    raw = np.empty(n + 64 // itemsize, dtype=np.float32 if dtype == 0 else np.float64)
+    cdef int64_t skip = ((-<int64_t>cnp.PyArray_DATA(<cnp.ndarray>raw)) % 64) // itemsize
+    out = raw[skip:skip + n]
+    cdef void *dst = _wptr(out, "wpack", tn, n)
     with nogil:
         st = rf_pack_forward(&a, dst)
     if st != 0:
