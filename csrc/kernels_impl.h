@@ -224,19 +224,21 @@ static void FN(pack_cols)(const REAL *W, int64_t ld, int64_t row0, int64_t K, in
             }                                                                              \
     }
 
-/* chains per gate count, and rows per tile as many as the accumulators allow */
+/* chains per gate count, and rows per tile: accumulators (C*NB*G) + one broadcast per
+   row + one weight vector must fit the register file (16 vectors AVX2, 32 AVX-512),
+   or an accumulator spills and its chain runs through memory */
 #define C4 1
 #define C3 1
 #define C2 2
 #define C1 4
 #if VBYTES == 64
 #define NB4 6
-#define NB3 8
+#define NB3 6
 #define NB2 6
 #define NB1 6
 #else
 #define NB4 3
-#define NB3 4
+#define NB3 3
 #define NB2 3
 #define NB1 3
 #endif
