@@ -283,6 +283,70 @@ static inline void FN(gate_product)(int G, int64_t K, const REAL *wp, const REAL
         break;
     }
 }
+/* One batch row against two unit blocks at once: twice the independent FMA chains for
+   single rows (batch 1), with each output summed in exactly the order of RF_TILE. */
+#define RF_TILE2(G_, C_) RF_TILE2_(G_, C_)
+#define RF_TILE2_(G_, C_)                                                                  \
+    static inline void FN(tile2_g##G_)(int64_t K, const REAL *restrict wa,                 \
+                                       const REAL *restrict wb, const REAL *h,             \
+                                       VEC *outa, VEC *outb)                               \
+    {                                                                                      \
+        VEC acc[C_][2][G_];                                                                \
+        for (int c = 0; c < C_; c++)                                                       \
+            for (int g = 0; g < G_; g++)                                                   \
+                acc[c][0][g] = acc[c][1][g] = (VEC){0};                                    \
+        int64_t k = 0;                                                                     \
+        for (; k + C_ <= K; k += C_) {                                                     \
+            for (int c = 0; c < C_; c++) {                                                 \
+                const REAL hv = h[k + c];                                                  \
+                for (int g = 0; g < G_; g++) {                                             \
+                    acc[c][0][g] += hv * *(const VEC *)(wa + ((k + c) * G_ + g) * VL);     \
+                    acc[c][1][g] += hv * *(const VEC *)(wb + ((k + c) * G_ + g) * VL);     \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+        for (int c = 0; k < K; k++, c++)                                                   \
+            for (int g = 0; g < G_; g++) {                                                 \
+                acc[c][0][g] += h[k] * *(const VEC *)(wa + (k * G_ + g) * VL);             \
+                acc[c][1][g] += h[k] * *(const VEC *)(wb + (k * G_ + g) * VL);             \
+            }                                                                              \
+        for (int b = 0; b < 2; b++)                                                        \
+            for (int g = 0; g < G_; g++) {                                                 \
+                VEC v = acc[0][b][g];                                                      \
+                if (C_ == 2)                                                               \
+                    v = acc[0][b][g] + acc[C_ - 1][b][g];                                  \
+                if (C_ == 4)                                                               \
+                    v = (acc[0][b][g] + acc[1 % C_][b][g]) + (acc[2 % C_][b][g] + acc[3 % C_][b][g]); \
+                (b ? outb : outa)[g] = v;                                                  \
+            }                                                                              \
+    }
+RF_TILE2(4, C4)
+RF_TILE2(3, C3)
+RF_TILE2(2, C2)
+RF_TILE2(1, C1)
+
+/* gate_product for two adjacent unit blocks: full row tiles per block, and the rows
+   left over two blocks at a time */
+static inline void FN(gate_product_pair)(int G, int64_t K, const REAL *wa, const REAL *wb,
+                                         const REAL *const *hr, int64_t nrows,
+                                         VEC outa[][4], VEC outb[][4])
+{
+    const int64_t nb = G == 4 ? NB4 : G == 3 ? NB3 : G == 2 ? NB2 : NB1;
+    const int64_t full = nrows / nb * nb;
+    if (full > 0) {
+        FN(gate_product)(G, K, wa, hr, full, outa);
+        FN(gate_product)(G, K, wb, hr, full, outb);
+    }
+    for (int64_t r = full; r < nrows; r++) {
+        switch (G) {
+        case 4: FN(tile2_g4)(K, wa, wb, hr[r], outa[r], outb[r]); break;
+        case 3: FN(tile2_g3)(K, wa, wb, hr[r], outa[r], outb[r]); break;
+        case 2: FN(tile2_g2)(K, wa, wb, hr[r], outa[r], outb[r]); break;
+        default: FN(tile2_g1)(K, wa, wb, hr[r], outa[r], outb[r]); break;
+        }
+    }
+}
+
 #define RF_ROWS_MAX 24
 
 /* Dot product with a fixed summation order (four vector partial sums, then lanes). */
@@ -605,7 +669,7 @@ static int FN(forward)(const rf_fwd_args *a)
         int sense = 0;
         REAL *hc = hA, *hx = hB;
         const REAL *hr[RF_ROWS_MAX];
-        VEC out[RF_ROWS_MAX][4];
+        VEC out[RF_ROWS_MAX][4], out2[RF_ROWS_MAX][4];
         /* the input projection of every valid step, hoisted out of the time loop; the
            thread projects the unit blocks it will own in the loop, so no barrier */
         for (int64_t ub = ub0; ub < ub1; ub++) {
@@ -634,15 +698,23 @@ static int FN(forward)(const rf_fwd_args *a)
             for (int64_t n = 0; n < N; n++)
                 if (!lens || s < lens[n])
                     act[na++] = n;
-            /* 1. gates that read h_{t-1}, fused with the cell update */
-            for (int64_t ub = ub0; ub < ub1; ub++) {
-                const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
-                const REAL *wp = wmain + ub * P * Gm * VL;
+            /* 1. gates that read h_{t-1}, fused with the cell update; unit blocks go
+               in pairs so that single rows still get enough independent FMA chains */
+            for (int64_t ubp = ub0; ubp < ub1; ubp += 2) {
+                const int pair = ubp + 1 < ub1;
                 for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                     const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                     for (int64_t r = 0; r < nr; r++)
                         hr[r] = hc + act[i0 + r] * Pp;
-                    FN(gate_product)(Gm, P, wp, hr, nr, out);
+                    if (pair)
+                        FN(gate_product_pair)(Gm, P, wmain + ubp * P * Gm * VL,
+                                              wmain + (ubp + 1) * P * Gm * VL, hr, nr, out, out2);
+                    else
+                        FN(gate_product)(Gm, P, wmain + ubp * P * Gm * VL, hr, nr, out);
+                  for (int half = 0; half <= pair; half++) {
+                    const int64_t ub = ubp + half;
+                    const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
+                    VEC (*o)[4] = half ? out2 : out;
                     for (int64_t r = 0; r < nr; r++) {
                         const int64_t n = act[i0 + r];
                         const int64_t len = lens ? lens[n] : T;
@@ -650,7 +722,7 @@ static int FN(forward)(const rf_fwd_args *a)
                         REAL *g = gx + row * GH;
                         VEC pre[4];
                         for (int q = 0; q < Gm; q++)
-                            pre[q] = FN(vload_n)(g + q * H + u0, nu) + FN(vload)(bsum + q * Hp + u0) + out[r][q];
+                            pre[q] = FN(vload_n)(g + q * H + u0, nu) + FN(vload)(bsum + q * Hp + u0) + o[r][q];
                         if (cell == RF_RNN_TANH || cell == RF_RNN_RELU) {
                             const VEC h = cell == RF_RNN_TANH ? FN(vtanh)(pre[0]) : FN(vrelu)(pre[0]);
                             FN(vstore)(hx + n * Pp + u0, h);
@@ -678,7 +750,7 @@ static int FN(forward)(const rf_fwd_args *a)
                             }
                         } else if (gru_after) {
                             const VEC r_ = FN(vsigmoid)(pre[0]), z = FN(vsigmoid)(pre[1]);
-                            const VEC hn = out[r][2] + FN(vload)(bhn + u0);
+                            const VEC hn = o[r][2] + FN(vload)(bhn + u0);
                             const VEC nn = FN(vtanh)(FN(vload_n)(g + 2 * H + u0, nu) + FN(vload)(bsum + 2 * Hp + u0) + r_ * hn);
                             const VEC h = ((REAL)1 - z) * nn + z * FN(vload)(hc + n * Pp + u0);
                             FN(vstore_n)(g + u0, r_, nu);
@@ -695,6 +767,7 @@ static int FN(forward)(const rf_fwd_args *a)
                             FN(vstore)(mbuf + n * Hp + u0, r_ * FN(vload)(hc + n * Pp + u0));
                         }
                     }
+                  }
                 }
             }
             /* 2. GRU reset-before: n = tanh(gx_n + W_hn (r*h)) needs all of r*h */
@@ -1038,6 +1111,8 @@ static int FN(backward)(const rf_bwd_args *a)
 #undef NB3
 #undef NB4
 #undef RF_TILE
+#undef RF_TILE2
+#undef RF_TILE2_
 #undef RF_TILE_
 #undef RF_TILE_NAME
 #undef RF_TILE_NAME_

@@ -81,7 +81,7 @@ static inline void rf_barrier_wait(rf_barrier *b, int *local_sense)
     }
     unsigned spins = 0;
     while (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != target) {
-        if (++spins < 20000u)
+        if (++spins < 2000u)    /* ~50 us of pause, then let a descheduled partner run */
             RF_PAUSE();
         else
             sched_yield();

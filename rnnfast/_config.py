@@ -2,9 +2,12 @@
 
 Thread count resolution (one place for the whole package): `set_num_threads(n)` if called,
 else the environment variable RNNFAST_NUM_THREADS, else OMP_NUM_THREADS (first entry of a
-nested list), else the CPUs this process may run on. The kernels receive the count
-explicitly with each call; rnnfast never changes OpenMP's global setting, so it does not
-disturb other OpenMP users in the same process.
+nested list), else the CPUs this process may run on. That count is then capped by
+OpenMP's own limit for the calling thread (`omp_get_max_threads()`), which is how
+OMP_NUM_THREADS and threadpoolctl (`threadpool_limits(1, user_api="openmp")`, which
+lists rnnfast's OpenMP runtime) limit rnnfast. The kernels receive the count explicitly
+with each call; rnnfast never changes OpenMP's global setting, so it does not disturb
+other OpenMP users in the same process.
 """
 import os
 import platform
@@ -70,10 +73,16 @@ def get_num_threads():
     """
     global _default_threads
     if _num_threads is not None:
-        return _num_threads
-    if _default_threads is None:
-        _default_threads = _threads_from_env() or _available_cpus()
-    return _default_threads
+        wanted = _num_threads
+    else:
+        if _default_threads is None:
+            _default_threads = _threads_from_env() or _available_cpus()
+        wanted = _default_threads
+    try:
+        from ._cpu._kernels import openmp_max_threads
+    except ImportError:  # compiled core not built: only the reference backend runs
+        return wanted
+    return max(1, min(wanted, openmp_max_threads()))
 
 
 def _cpu_info():
