@@ -672,9 +672,8 @@ static int FN(forward)(const rf_fwd_args *a)
         VEC out[RF_ROWS_MAX][4], out2[RF_ROWS_MAX][4];
         /* the input projection of every valid step, hoisted out of the time loop; the
            thread projects the unit blocks it will own in the loop, so no barrier */
-        for (int64_t ub = ub0; ub < ub1; ub++) {
-            const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
-            const REAL *wp = win + ub * I * G * VL;
+        for (int64_t ubp = ub0; ubp < ub1; ubp += 2) {
+            const int pair = ubp + 1 < ub1;
             int64_t rows[RF_ROWS_MAX];
             int64_t m = 0;
             while (m < T * N) {
@@ -687,10 +686,18 @@ static int FN(forward)(const rf_fwd_args *a)
                 }
                 for (int64_t r = 0; r < nr; r++)
                     hr[r] = x + rows[r] * I;
-                FN(gate_product)((int)G, I, wp, hr, nr, out);
-                for (int64_t r = 0; r < nr; r++)
-                    for (int q = 0; q < G; q++)
-                        FN(vstore_n)(gx + rows[r] * GH + q * H + u0, out[r][q], nu);
+                if (pair)
+                    FN(gate_product_pair)((int)G, I, win + ubp * I * G * VL,
+                                          win + (ubp + 1) * I * G * VL, hr, nr, out, out2);
+                else
+                    FN(gate_product)((int)G, I, win + ubp * I * G * VL, hr, nr, out);
+                for (int half = 0; half <= pair; half++) {
+                    const int64_t u0 = (ubp + half) * VL, nu = rf_min64(VL, H - u0);
+                    VEC (*o)[4] = half ? out2 : out;
+                    for (int64_t r = 0; r < nr; r++)
+                        for (int q = 0; q < G; q++)
+                            FN(vstore_n)(gx + rows[r] * GH + q * H + u0, o[r][q], nu);
+                }
             }
         }
         for (int64_t s = 0; s < T; s++) {
