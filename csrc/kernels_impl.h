@@ -173,9 +173,10 @@ static void FN(pack_cols)(const REAL *W, int64_t ld, int64_t row0, int64_t K, in
 {
     for (int64_t b = b0; b < b1; b++) {
         REAL *blk = dst + b * K * VL;
-        const int64_t u0 = b * VL, nu = rf_min64(VL, U - u0);
+        const int64_t u0 = b * VL, nu = u0 < U ? rf_min64(VL, U - u0) : 0;
         for (int64_t k = 0; k < K; k++) {
-            memcpy(blk + k * VL, W + (row0 + k) * ld + u0, (size_t)nu * sizeof(REAL));
+            if (nu > 0)
+                memcpy(blk + k * VL, W + (row0 + k) * ld + u0, (size_t)nu * sizeof(REAL));
             for (int64_t u = nu; u < VL; u++)
                 blk[k * VL + u] = 0;
         }
@@ -345,6 +346,44 @@ static inline void FN(gate_product_pair)(int G, int64_t K, const REAL *wa, const
         default: FN(tile2_g1)(K, wa, wb, hr[r], outa[r], outb[r]); break;
         }
     }
+}
+
+/* Single-gate products (the backward's dh W, and similar): four adjacent unit blocks per
+   tile so each broadcast of an input feeds four FMAs. Blocks live in separate [k][VL]
+   streams `stride` elements apart; counts are padded to whole groups of four. */
+#define RF_WIDE(NB_) RF_WIDE_(NB_)
+#define RF_WIDE_(NB_)                                                                      \
+    static inline void FN(wide_nb##NB_)(int64_t K, const REAL *restrict wp, int64_t stride, \
+                                        const REAL *const *hr, VEC out[][4])               \
+    {                                                                                      \
+        VEC acc[NB_][4];                                                                   \
+        for (int r = 0; r < NB_; r++)                                                      \
+            for (int q = 0; q < 4; q++)                                                    \
+                acc[r][q] = (VEC){0};                                                      \
+        for (int64_t k = 0; k < K; k++) {                                                  \
+            for (int q = 0; q < 4; q++) {                                                  \
+                const VEC wv = *(const VEC *)(wp + q * stride + k * VL);                   \
+                for (int r = 0; r < NB_; r++)                                              \
+                    acc[r][q] += hr[r][k] * wv;                                            \
+            }                                                                              \
+        }                                                                                  \
+        for (int r = 0; r < NB_; r++)                                                      \
+            for (int q = 0; q < 4; q++)                                                    \
+                out[r][q] = acc[r][q];                                                     \
+    }
+RF_WIDE(1)
+RF_WIDE(NB4)
+
+#define RF_WIDE_NAME_(NB_) FN(wide_nb##NB_)
+#define RF_WIDE_NAME(NB_) RF_WIDE_NAME_(NB_)
+static inline void FN(wide_product)(int64_t K, const REAL *wp, int64_t stride,
+                                    const REAL *const *hr, int64_t nrows, VEC out[][4])
+{
+    int64_t r = 0;
+    for (; r + NB4 <= nrows; r += NB4)
+        RF_WIDE_NAME(NB4)(K, wp, stride, hr + r, out + r);
+    for (; r < nrows; r++)
+        FN(wide_nb1)(K, wp, stride, hr + r, out + r);
 }
 
 #define RF_ROWS_MAX 24
@@ -875,12 +914,15 @@ static int FN(backward)(const rf_bwd_args *a)
 
     const int64_t Hp = rf_round_up(H, VL), Pp = rf_round_up(P, VL);
     const int64_t nub = Hp / VL, npb = Pp / VL;
+    /* products go four unit blocks at a time: block counts padded to super-blocks of 4,
+       and threads own whole super-blocks, so every output's order is fixed by the shape */
+    const int64_t nsu = (nub + 3) / 4, nsp = (npb + 3) / 4;
     const int nt = rf_threads_for(nthreads, (double)4 * N * GH * P, 3.0e4,
-                                  nub < npb ? nub : npb);
+                                  nsu < nsp ? nsu : nsp);
     const size_t n_state = (size_t)(2 * N * Pp + 3 * N * Hp + rf_round_up(N * GH, VL));  /* packs stay aligned */
-    const size_t n_t3 = (size_t)(npb * GHrec * VL);
-    const size_t n_tr = proj ? (size_t)(nub * P * VL) : 0;
-    const size_t n_tn = gru_before ? (size_t)(nub * H * VL) : 0;
+    const size_t n_t3 = (size_t)(nsp * 4 * GHrec * VL);
+    const size_t n_tr = proj ? (size_t)(nsu * 4 * P * VL) : 0;
+    const size_t n_tn = gru_before ? (size_t)(nsu * 4 * H * VL) : 0;
     REAL *scratch = rf_aligned_alloc((n_state + n_t3 + n_tr + n_tn) * sizeof(REAL));
     int64_t *act_all = malloc((size_t)(nt * (N > 0 ? N : 1)) * sizeof(int64_t));
     if (scratch == NULL || act_all == NULL) {
@@ -906,14 +948,16 @@ static int FN(backward)(const rf_bwd_args *a)
 #pragma omp parallel num_threads(nt)
     {
         const rf_fpmode fpm = rf_fpmode_enter();
-        int64_t ub0, ub1, pb0, pb1;
-        rf_split(nub, &ub0, &ub1);
-        rf_split(npb, &pb0, &pb1);
-        FN(pack_cols)(w_hh, P, 0, GHrec, P, pb0, pb1, wt3);
+        int64_t su0, su1, sp0, sp1;
+        rf_split(nsu, &su0, &su1);
+        rf_split(nsp, &sp0, &sp1);
+        const int64_t ub0 = su0 * 4, ub1 = rf_min64(su1 * 4, nub);
+        const int64_t pb0 = sp0 * 4, pb1 = rf_min64(sp1 * 4, npb);
+        FN(pack_cols)(w_hh, P, 0, GHrec, P, sp0 * 4, sp1 * 4, wt3);
         if (proj)
-            FN(pack_cols)(w_hr, H, 0, P, H, ub0, ub1, wtr);
+            FN(pack_cols)(w_hr, H, 0, P, H, su0 * 4, su1 * 4, wtr);
         if (gru_before)
-            FN(pack_cols)(w_hh, P, 2 * H, H, H, ub0, ub1, wtn);
+            FN(pack_cols)(w_hh, P, 2 * H, H, H, su0 * 4, su1 * 4, wtn);
         /* each thread reads only the blocks it packed itself: no barrier needed here */
 #ifdef _OPENMP
         int64_t *act = act_all + (int64_t)omp_get_thread_num() * N;
@@ -944,14 +988,15 @@ static int FN(backward)(const rf_bwd_args *a)
             }
             if (proj) { /* dm = W_hr^T dh needs all of dh */
                 rf_barrier_wait(&bar, &sense);
-                for (int64_t ub = ub0; ub < ub1; ub++)
+                for (int64_t su = su0; su < su1; su++)
                     for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                         const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                         for (int64_t r = 0; r < nr; r++)
                             hr[r] = dhc + act[i0 + r] * Pp;
-                        FN(gate_product)(1, P, wtr + ub * P * VL, hr, nr, out);
-                        for (int64_t r = 0; r < nr; r++)
-                            FN(vstore)(dm + act[i0 + r] * Hp + ub * VL, out[r][0]);
+                        FN(wide_product)(P, wtr + su * 4 * P * VL, P * VL, hr, nr, out);
+                        for (int64_t q = 0; q < 4 && su * 4 + q < nub; q++)
+                            for (int64_t r = 0; r < nr; r++)
+                                FN(vstore)(dm + act[i0 + r] * Hp + (su * 4 + q) * VL, out[r][q]);
                     }
             }
             /* 2. gate gradients of this thread's unit blocks */
@@ -1005,42 +1050,45 @@ static int FN(backward)(const rf_bwd_args *a)
             }
             if (gru_before) { /* d(r*h) = W_hn^T dan needs all of dan */
                 rf_barrier_wait(&bar, &sense);
-                for (int64_t ub = ub0; ub < ub1; ub++) {
-                    const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
+                for (int64_t su = su0; su < su1; su++) {
                     for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                         const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                         for (int64_t r = 0; r < nr; r++) {
                             const int64_t n = act[i0 + r], len = lens ? lens[n] : T;
                             hr[r] = dgx + ((reverse ? len - 1 - s : s) * N + n) * GH + 2 * H;
                         }
-                        FN(gate_product)(1, H, wtn + ub * H * VL, hr, nr, out);
+                        FN(wide_product)(H, wtn + su * 4 * H * VL, H * VL, hr, nr, out);
+                      for (int64_t q = 0; q < 4 && su * 4 + q < nub; q++) {
+                        const int64_t u0 = (su * 4 + q) * VL, nu = rf_min64(VL, H - u0);
                         for (int64_t r = 0; r < nr; r++) {
                             const int64_t n = act[i0 + r], len = lens ? lens[n] : T;
                             const int64_t t = reverse ? len - 1 - s : s, tp = reverse ? t + 1 : t - 1;
                             const int64_t row = t * N + n;
                             const REAL *hprev = s == 0 ? h0 + n * P : hs + (tp * N + n) * P;
                             const VEC r_ = FN(vload_n)(gates + row * GH + u0, nu);
-                            FN(vstore)(drh + n * Hp + u0, out[r][0]);
+                            FN(vstore)(drh + n * Hp + u0, out[r][q]);
                             FN(vstore_n)(dgx + row * GH + u0,
-                                         out[r][0] * FN(vload_n)(hprev + u0, nu) * r_ * ((REAL)1 - r_), nu);
+                                         out[r][q] * FN(vload_n)(hprev + u0, nu) * r_ * ((REAL)1 - r_), nu);
                         }
+                      }
                     }
                 }
             }
             rf_barrier_wait(&bar, &sense);
             /* 3. dL/dh_{t-1} = W_hh^T dgr (+ the direct GRU paths), this thread's P-blocks */
-            for (int64_t pb = pb0; pb < pb1; pb++) {
-                const int64_t p0 = pb * VL, np_ = rf_min64(VL, P - p0);
+            for (int64_t sp = sp0; sp < sp1; sp++) {
                 for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                     const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                     for (int64_t r = 0; r < nr; r++) {
                         const int64_t n = act[i0 + r], len = lens ? lens[n] : T;
                         hr[r] = dgr + ((reverse ? len - 1 - s : s) * N + n) * GH;
                     }
-                    FN(gate_product)(1, GHrec, wt3 + pb * GHrec * VL, hr, nr, out);
+                    FN(wide_product)(GHrec, wt3 + sp * 4 * GHrec * VL, GHrec * VL, hr, nr, out);
+                  for (int64_t q = 0; q < 4 && sp * 4 + q < npb; q++) {
+                    const int64_t p0 = (sp * 4 + q) * VL, np_ = rf_min64(VL, P - p0);
                     for (int64_t r = 0; r < nr; r++) {
                         const int64_t n = act[i0 + r];
-                        VEC d = out[r][0];
+                        VEC d = out[r][q];
                         if (gru) {
                             const REAL *g = gates + (hr[r] - dgr);
                             d += FN(vload)(dhc + n * Pp + p0) * FN(vload_n)(g + H + p0, np_);
@@ -1049,6 +1097,7 @@ static int FN(backward)(const rf_bwd_args *a)
                         }
                         FN(vstore)(dhx + n * Pp + p0, d);
                     }
+                  }
                 }
             }
             rf_barrier_wait(&bar, &sense);
@@ -1118,6 +1167,10 @@ static int FN(backward)(const rf_bwd_args *a)
 #undef NB3
 #undef NB4
 #undef RF_TILE
+#undef RF_WIDE
+#undef RF_WIDE_NAME
+#undef RF_WIDE_NAME_
+#undef RF_WIDE_
 #undef RF_TILE2
 #undef RF_TILE2_
 #undef RF_TILE_
