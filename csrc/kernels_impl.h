@@ -588,6 +588,17 @@ static void FN(colsum)(int64_t m, int64_t n, const REAL *A, int64_t lda, REAL *o
 /* ------------------------------------------------------------------------------------ */
 /* Forward                                                                                */
 
+/* Zero the rows (t, n) with t >= lengths[n] of a (T, N, width) buffer: workspaces are
+   reused across calls, and the hoisted products read padded rows as zeros. */
+static void FN(zero_padded)(REAL *buf, int64_t T, int64_t N, int64_t width, const int64_t *lens)
+{
+    if (buf == NULL || lens == NULL)
+        return;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t t = lens[n]; t < T; t++)
+            memset(buf + (t * N + n) * width, 0, (size_t)width * sizeof(REAL));
+}
+
 /* Pack everything the forward multiplies by (W_ih, the W_hh gates that read h, the GRU
  * candidate's W_hn, the LSTM projection) for unit blocks [ub0, ub1) and projection
  * blocks [pb0, pb1), into the layout of rf_pack_forward's buffer. */
@@ -649,6 +660,8 @@ static int FN(forward)(const rf_fwd_args *a)
 
     if (N == 0)
         return RF_OK;
+    FN(zero_padded)(ws_m, T, N, H, lens);
+    FN(zero_padded)(ws_hn, T, N, H, lens);
 
     /* State rows are padded to whole vectors (Hp, Pp) so the fused epilogue stores full
        vectors; the padding lanes stay exactly zero. */
@@ -931,6 +944,9 @@ static int FN(backward)(const rf_bwd_args *a)
         return RF_ENOMEM;
     }
     memset(scratch, 0, n_state * sizeof(REAL));
+    FN(zero_padded)(dgx, T, N, GH, lens);
+    FN(zero_padded)(gru_after ? dgr : NULL, T, N, GH, lens);
+    FN(zero_padded)(dhtot, T, N, P, lens);
     REAL *dhA = scratch, *dhB = dhA + N * Pp, *dc = dhB + N * Pp, *dm = dc + N * Hp;
     REAL *drh = dm + N * Hp, *gfirst = drh + N * Hp;
     REAL *wt3 = gfirst + rf_round_up(N * GH, VL), *wtr = wt3 + n_t3, *wtn = wtr + n_tr;

@@ -46,7 +46,7 @@ typedef struct {
     /* workspace: gx (T, N, G*H). On return in training mode it holds the activated gates
      * (LSTM i,f,g,o; GRU r,z,n); for RNN it is scratch. */
     void *gx;
-    /* training-only workspace (NULL otherwise), zero-initialised by the caller: */
+    /* training-only workspace (NULL otherwise); contents on entry do not matter: */
     void *ws_c;                  /* LSTM: (T, N, H) c_t */
     void *ws_m;                  /* LSTM with projection: (T, N, H) o*tanh(c_t) */
     void *ws_hn;                 /* GRU: (T, N, H) W_hn h + b_hn (reset_after) or r*h_{t-1} */
@@ -70,7 +70,7 @@ typedef struct {
     const void *dc_n;            /* (N, H) or NULL */
     /* outputs (fully overwritten) */
     void *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh, *dw_hr;
-    /* workspace, zero-initialised by the caller */
+    /* workspace; contents on entry do not matter */
     void *dgx;                   /* (T, N, G*H) gradient wrt the input-side pre-activations */
     void *dgh;                   /* GRU: (T, N, G*H) wrt the recurrent-side pre-activations */
     void *dhtot;                 /* LSTM with projection: (T, N, P) total dL/dh_t */
