@@ -252,11 +252,76 @@ RF_TILE(3, NB3, C3)
 RF_TILE(2, NB2, C2)
 RF_TILE(1, NB1, C1)
 
+/* Single-chain tiles (C = 1: LSTM and GRU gates) over a k-slice, continuing partial sums
+   kept in `out`: the sum of each output is the same sequence of FMAs as one pass over k,
+   so results are bitwise those of the unsliced tiles. */
+#define RF_TILEK(G_, NB_) RF_TILEK_(G_, NB_)
+#define RF_TILEK_(G_, NB_)                                                                 \
+    static inline void FN(tilek_g##G_##_nb##NB_)(int64_t k0, int64_t k1,                   \
+                                                 const REAL *restrict wp,                  \
+                                                 const REAL *const *hr, VEC out[][4],      \
+                                                 int init)                                 \
+    {                                                                                      \
+        VEC acc[NB_][G_];                                                                  \
+        for (int r = 0; r < NB_; r++)                                                      \
+            for (int g = 0; g < G_; g++)                                                   \
+                acc[r][g] = init ? out[r][g] : (VEC){0};                                   \
+        for (int64_t k = k0; k < k1; k++) {                                                \
+            const REAL *w = wp + k * G_ * VL;                                              \
+            for (int g = 0; g < G_; g++) {                                                 \
+                const VEC wv = *(const VEC *)(w + g * VL);                                 \
+                for (int r = 0; r < NB_; r++)                                              \
+                    acc[r][g] += hr[r][k] * wv;                                            \
+            }                                                                              \
+        }                                                                                  \
+        for (int r = 0; r < NB_; r++)                                                      \
+            for (int g = 0; g < G_; g++)                                                   \
+                out[r][g] = acc[r][g];                                                     \
+    }
+#define RF_TILEK_NAME_(G_, NB_) FN(tilek_g##G_##_nb##NB_)
+#define RF_TILEK_NAME(G_, NB_) RF_TILEK_NAME_(G_, NB_)
+RF_TILEK(4, NB4)
+RF_TILEK(4, 1)
+RF_TILEK(3, NB3)
+RF_TILEK(3, 1)
+/* k per slice: a slice of a G-gate panel is about 16 KiB, resident in L1 */
+#define RF_KSLICE (16384 / (4 * VBYTES))
+
+/* All rows of one unit block, slice by slice, so the panel streams from L2/L3 once per
+   call however many row tiles there are (G = 3 or 4 only). */
+static void FN(gate_product_sliced)(int G, int64_t K, const REAL *wp, const REAL *const *hr,
+                                    int64_t nrows, VEC out[][4])
+{
+    const int64_t nb = G == 4 ? NB4 : NB3;
+    for (int64_t k0 = 0; k0 < K; k0 += RF_KSLICE) {
+        const int64_t k1 = rf_min64(K, k0 + RF_KSLICE);
+        int64_t r = 0;
+        for (; r + nb <= nrows; r += nb) {
+            if (G == 4)
+                RF_TILEK_NAME(4, NB4)(k0, k1, wp, hr + r, out + r, k0 > 0);
+            else
+                RF_TILEK_NAME(3, NB3)(k0, k1, wp, hr + r, out + r, k0 > 0);
+        }
+        for (; r < nrows; r++) {
+            if (G == 4)
+                FN(tilek_g4_nb1)(k0, k1, wp, hr + r, out + r, k0 > 0);
+            else
+                FN(tilek_g3_nb1)(k0, k1, wp, hr + r, out + r, k0 > 0);
+        }
+    }
+}
+
 /* out[r][g] = sum_k hr[r][k] W[g*H + u, k] for the block's units, nrows <= 12 rows */
 static inline void FN(gate_product)(int G, int64_t K, const REAL *wp, const REAL *const *hr,
                                     int64_t nrows, VEC out[][4])
 {
     int64_t r = 0;
+    if ((G == 4 && nrows > NB4) || (G == 3 && nrows > NB3)) {
+        if (K > RF_KSLICE) {
+            FN(gate_product_sliced)(G, K, wp, hr, nrows, out);
+            return;
+        }
+    }
     switch (G) {
     case 4:
         for (; r + NB4 <= nrows; r += NB4)
@@ -334,6 +399,11 @@ static inline void FN(gate_product_pair)(int G, int64_t K, const REAL *wa, const
 {
     const int64_t nb = G == 4 ? NB4 : G == 3 ? NB3 : G == 2 ? NB2 : NB1;
     const int64_t full = nrows / nb * nb;
+    if (full > 0 && (G == 4 || G == 3)) {   /* one pass per block over all rows */
+        FN(gate_product)(G, K, wa, hr, nrows, outa);
+        FN(gate_product)(G, K, wb, hr, nrows, outb);
+        return;
+    }
     if (full > 0) {
         FN(gate_product)(G, K, wa, hr, full, outa);
         FN(gate_product)(G, K, wb, hr, full, outb);
@@ -1183,6 +1253,11 @@ static int FN(backward)(const rf_bwd_args *a)
 #undef NB3
 #undef NB4
 #undef RF_TILE
+#undef RF_TILEK
+#undef RF_TILEK_
+#undef RF_TILEK_NAME
+#undef RF_TILEK_NAME_
+#undef RF_KSLICE
 #undef RF_WIDE
 #undef RF_WIDE_NAME
 #undef RF_WIDE_NAME_
