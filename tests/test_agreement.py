@@ -287,3 +287,27 @@ def test_prepacked_weights_give_identical_results(cell, reset_after, proj):
                              reset_after)
     with pytest.raises(ValueError, match="packed weights"):
         cpu.layer_forward(*args, packed=other)
+
+
+@pytest.mark.parametrize("cell,reset_after,proj", VARIANTS, ids=lambda v: str(v))
+@pytest.mark.parametrize("N", [4, 7, 29])
+def test_batch_invariance_bitwise(cell, reset_after, proj, N):
+    """A sequence's outputs, final state and input gradient are bitwise the same whether
+    it runs alone or inside any batch (every output is summed in an order fixed by the
+    shape of the weights, never by the batch size or the thread count)."""
+    prob = make_problem(cell, 9, N, 24, 40, proj=proj, lengths="mixed", seed=N)
+    P = proj or 40
+    dy, dh_n, dc_n = upstream(cell, 9, N, 40, P, seed=N + 1)
+    whole = run(cpu, cell, prob, True, reset_after, dy, dh_n, dc_n)
+    for n in (0, N // 2, N - 1):
+        alone = dict(prob)
+        alone["x"] = prob["x"][:, n:n + 1].copy()
+        alone["h0"] = prob["h0"][n:n + 1].copy()
+        alone["c0"] = None if prob["c0"] is None else prob["c0"][n:n + 1].copy()
+        alone["lengths"] = prob["lengths"][n:n + 1].copy()
+        one = run(cpu, cell, alone, True, reset_after, dy[:, n:n + 1].copy(),
+                  dh_n[n:n + 1].copy(), None if dc_n is None else dc_n[n:n + 1].copy())
+        assert np.array_equal(one["y"][:, 0], whole["y"][:, n])
+        assert np.array_equal(one["h_n"][0], whole["h_n"][n])
+        assert np.array_equal(one["d_x"][:, 0], whole["d_x"][:, n])
+        assert np.array_equal(one["d_h0"][0], whole["d_h0"][n])
