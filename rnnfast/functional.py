@@ -313,7 +313,7 @@ def _to_user(a, batch_first, unbatched):
 def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bias,
              bidirectional, batch_first, proj_size, reset_after, dtype, hx, lengths,
              dropout, training, rng, dropout_masks, backend, checked_config=False,
-             checked_params=False, packs=None):
+             checked_params=False, packs=None, copy_params=True):
     """Shared implementation of :func:`rnn_forward` and the layers of ``rnnfast.nn``.
 
     ``owner`` prefixes every message.  ``dtype`` None means "the dtype of x";
@@ -322,7 +322,9 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
     ``checked_params`` that ``params`` passed :func:`_validation.check_params` for this
     configuration and dtype (a layer calling again with the same arrays).  ``packs``
     (cpu backend, inference) holds one ``rnnfast._cpu.PackedWeights`` per layer and
-    direction, in ``layer * D + direction`` order.
+    direction, in ``layer * D + direction`` order.  With ``copy_params=False`` a training
+    call keeps references to the parameters instead of copies: the caller (a layer)
+    guarantees they do not change until the cache is released.
     """
     backend = _v.check_backend(owner, backend)
     if not checked_config:
@@ -405,7 +407,8 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
     # ---- conversion to the backend's layout (copies in training: see module doc)
     copy = training
     xt = _to_internal(x, batch_first, unbatched, copy)
-    w = {k: (np.array(a, order="C", copy=True) if copy else np.ascontiguousarray(a))
+    copy_w = copy and copy_params
+    w = {k: (np.array(a, order="C", copy=True) if copy_w else np.ascontiguousarray(a))
          for k, a in params.items()}
     if h0 is not None:
         h0 = np.array(h0, order="C", copy=True) if copy else np.ascontiguousarray(h0)

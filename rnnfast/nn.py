@@ -214,7 +214,10 @@ class _RNNBase:
         """Set training mode (dropout active, backward possible); returns ``self``.
 
         Leaving inference mode drops the packed weights and makes the parameters
-        writable again.
+        writable again.  A training-mode call makes the parameters read-only until
+        :meth:`backward` releases its cache (the backward needs the weights the forward
+        used; PyTorch likewise refuses in-place edits of parameters a pending backward
+        needs), so update weights after ``backward``, as usual.
         """
         self.training = _v.check_bool(f"{type(self).__name__}.train", "mode", mode)
         if self.training:
@@ -257,12 +260,15 @@ class _RNNBase:
                 cell, native(params[nm["weight_ih"]]), native(params[nm["weight_hh"]]),
                 native(params[nm["weight_hr"]]) if self.proj_size else None,
                 self.reset_after))
-        for arr in params.values():
-            if arr.flags.writeable:
-                arr.flags.writeable = False
-                self._locked.append(arr)
+        self._lock_params(params)
         self._packs = packs
         return packs
+
+    def _lock_params(self, params):
+        for arr in params.values():
+            if isinstance(arr, np.ndarray) and arr.flags.writeable:
+                arr.flags.writeable = False
+                self._locked.append(arr)
 
     def _forward(self, x, hx, lengths):
         owner = type(self).__name__
@@ -282,7 +288,9 @@ class _RNNBase:
         if not checked:
             self._release_packs()
         packs = None
-        if not training and self._backend == "cpu" and checked:
+        if training:
+            self._release_packs()
+        elif self._backend == "cpu" and checked:
             packs = self._packs or self._make_packs(cell, params)
         out = _F._forward(
             owner, cell, x, params, input_size=self.input_size,
@@ -291,8 +299,14 @@ class _RNNBase:
             proj_size=self.proj_size, reset_after=self.reset_after, dtype=self.dtype,
             hx=hx, lengths=lengths, dropout=self.dropout, training=training,
             rng=self._rng, dropout_masks=None, backend=self._backend,
-            checked_config=True, checked_params=checked, packs=packs)
+            checked_config=True, checked_params=checked, packs=packs,
+            copy_params=not training)
         self._checked_sig = sig
+        if training:
+            # backward reads the weights this forward used: they stay read-only until
+            # the cache is released (as PyTorch refuses in-place edits of parameters a
+            # pending backward needs) instead of being copied at every call
+            self._lock_params(params)
         self._cache = out.cache
         self._cache_state = "ready" if training else "eval"
         return out
@@ -314,6 +328,7 @@ class _RNNBase:
         if not retain_cache:
             self._cache = None
             self._cache_state = "released"
+            self._release_packs()   # parameters writable again (e.g. for an SGD step)
         self.grads = g.grads
         return g
 

@@ -178,19 +178,21 @@ def test_inputs_not_modified_and_layouts_accepted(backend):
         np.testing.assert_array_equal(y, y_ref)
         np.testing.assert_array_equal(x, snapshot)
 
-    # mutating x and the weights after forward does not change backward
+    # mutating x after forward does not change backward; the weights cannot be
+    # mutated in place while a backward is pending (read-only until it is released)
     x = x_c.copy()
     y, h, c = _forward(lstm, x)
     dy = rng.standard_normal(y.shape)
     g_ref = _backward(lstm, dy, retain_cache=True)
     x[...] = 0
-    w_saved = lstm.weight_hh_l0.copy()
-    lstm.weight_hh_l0[...] = 7
+    with pytest.raises(ValueError, match="read-only"):
+        lstm.weight_hh_l0[...] = 7
     g2 = _backward(lstm, dy)
     np.testing.assert_array_equal(g_ref[0], g2[0])
     for k in g_ref[3]:
         np.testing.assert_array_equal(g_ref[3][k], g2[3][k])
-    lstm.weight_hh_l0[...] = w_saved
+    assert lstm.weight_hh_l0.flags.writeable     # released with the cache
+    lstm.weight_hh_l0[0, 0] += 0.0
 
     # outputs are fresh, writeable arrays
     y[...] = 1

@@ -87,9 +87,11 @@ def test_every_way_of_changing_weights_is_seen_by_the_next_eval_call():
     np.testing.assert_allclose(y4, reference_output(layer, X), rtol=0, atol=1e-12)
 
 
-def test_training_mode_never_locks_parameters():
+def test_training_locks_parameters_only_until_backward():
     layer = make().train()
-    layer(X)
-    layer(X)
-    layer.weight_hh_l0 += 0.1          # plain in-place SGD-style update
+    y, _ = layer(X)
+    with pytest.raises(ValueError, match="read-only"):
+        layer.weight_hh_l0 += 0.1      # the pending backward needs these weights
+    layer.backward(np.ones_like(y))
+    layer.weight_hh_l0 += 0.1          # plain in-place SGD-style update after backward
     assert layer.weight_hh_l0.flags.writeable
