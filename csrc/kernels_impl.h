@@ -548,12 +548,28 @@ static void FN(pack_b_panel)(int tb, const REAL *B, int64_t ldb, int64_t p0, int
     }
 }
 
+/* Accumulating tiles start from C, so every element is one sequential FMA chain over
+   all of k, across KC blocks: the same order as the single-chain gate tiles. */
 static void FN(ukernel)(int64_t kc, const REAL *restrict ap, const REAL *restrict bp,
                         REAL *restrict c, int64_t ldc, int64_t mr, int64_t nr, int accumulate)
 {
     VEC acc[MR][2];
-    for (int i = 0; i < MR; i++)
-        acc[i][0] = acc[i][1] = (VEC){0};
+    if (accumulate && mr == MR && nr == NR) {
+        for (int i = 0; i < MR; i++) {
+            acc[i][0] = FN(vload)(c + i * ldc);
+            acc[i][1] = FN(vload)(c + i * ldc + VL);
+        }
+    } else if (accumulate) {
+        REAL tile[MR][NR];
+        memset(tile, 0, sizeof tile);
+        for (int64_t i = 0; i < mr; i++)
+            for (int64_t j = 0; j < nr; j++)
+                tile[i][j] = c[i * ldc + j];
+        memcpy(acc, tile, sizeof tile);
+    } else {
+        for (int i = 0; i < MR; i++)
+            acc[i][0] = acc[i][1] = (VEC){0};
+    }
     for (int64_t k = 0; k < kc; k++) {
         const VEC b0 = *(const VEC *)(bp + k * NR);
         const VEC b1 = *(const VEC *)(bp + k * NR + VL);
@@ -565,14 +581,8 @@ static void FN(ukernel)(int64_t kc, const REAL *restrict ap, const REAL *restric
     }
     if (mr == MR && nr == NR) {
         for (int i = 0; i < MR; i++) {
-            REAL *row = c + i * ldc;
-            if (accumulate) {
-                FN(vstore)(row, FN(vload)(row) + acc[i][0]);
-                FN(vstore)(row + VL, FN(vload)(row + VL) + acc[i][1]);
-            } else {
-                FN(vstore)(row, acc[i][0]);
-                FN(vstore)(row + VL, acc[i][1]);
-            }
+            FN(vstore)(c + i * ldc, acc[i][0]);
+            FN(vstore)(c + i * ldc + VL, acc[i][1]);
         }
         return;
     }
@@ -580,7 +590,7 @@ static void FN(ukernel)(int64_t kc, const REAL *restrict ap, const REAL *restric
     memcpy(tile, acc, sizeof tile);
     for (int64_t i = 0; i < mr; i++)
         for (int64_t j = 0; j < nr; j++)
-            c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i][j] : tile[i][j];
+            c[i * ldc + j] = tile[i][j];
 }
 
 /* BLIS loop order: for each (NC columns, KC depth) block, the team packs op(B) once
@@ -730,6 +740,15 @@ static int FN(forward)(const rf_fwd_args *a)
 
     if (N == 0)
         return RF_OK;
+    /* Large unpadded batches: the input projection as one GEMM (packed, cache-blocked).
+       Its elements are single sequential chains over k, like the LSTM/GRU gate tiles,
+       so the result is bitwise the same as the tiles' (batch invariance holds). */
+    const int hoist_gemm = (lstm || gru) && lens == NULL && T * N >= 64;
+    if (hoist_gemm) {
+        const int st = FN(gemm)(0, 1, T * N, GH, I, x, I, a->w_ih, I, 0, gx, GH, a->nthreads);
+        if (st != RF_OK)
+            return st;
+    }
     FN(zero_padded)(ws_m, T, N, H, lens);
     FN(zero_padded)(ws_hn, T, N, H, lens);
 
@@ -794,7 +813,7 @@ static int FN(forward)(const rf_fwd_args *a)
         VEC out[RF_ROWS_MAX][4], out2[RF_ROWS_MAX][4];
         /* the input projection of every valid step, hoisted out of the time loop; the
            thread projects the unit blocks it will own in the loop, so no barrier */
-        for (int64_t ubp = ub0; ubp < ub1; ubp += 2) {
+        for (int64_t ubp = ub0; ubp < (hoist_gemm ? ub0 : ub1); ubp += 2) {
             const int pair = ubp + 1 < ub1;
             int64_t rows[RF_ROWS_MAX];
             int64_t m = 0;

@@ -311,3 +311,20 @@ def test_batch_invariance_bitwise(cell, reset_after, proj, N):
         assert np.array_equal(one["h_n"][0], whole["h_n"][n])
         assert np.array_equal(one["d_x"][:, 0], whole["d_x"][:, n])
         assert np.array_equal(one["d_h0"][0], whole["d_h0"][n])
+
+
+@pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", True), ("gru", False)])
+def test_batch_invariance_across_projection_paths(cell, reset_after):
+    """Without lengths a large batch projects its inputs with the GEMM, a single
+    sequence with the gate tiles: both sum each output in one sequential chain, so the
+    results are bitwise equal."""
+    prob = make_problem(cell, 6, 40, 700, 24, seed=3)   # T*N = 240 rows, I > one GEMM KC block
+    dy, dh_n, dc_n = upstream(cell, 6, 40, 24, 24, seed=4)
+    whole = run(cpu, cell, prob, False, reset_after, dy, dh_n, dc_n)
+    n = 17
+    alone = dict(prob, x=prob["x"][:, n:n + 1].copy(), h0=prob["h0"][n:n + 1].copy(),
+                 c0=None if prob["c0"] is None else prob["c0"][n:n + 1].copy())
+    one = run(cpu, cell, alone, False, reset_after, dy[:, n:n + 1].copy(),
+              dh_n[n:n + 1].copy(), None if dc_n is None else dc_n[n:n + 1].copy())
+    assert np.array_equal(one["y"][:, 0], whole["y"][:, n])
+    assert np.array_equal(one["d_x"][:, 0], whole["d_x"][:, n])
