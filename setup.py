@@ -57,7 +57,9 @@ def openmp_flags():
 debug = bool(os.environ.get("RNNFAST_DEBUG"))
 sanitize = bool(os.environ.get("RNNFAST_SANITIZE"))
 omp = openmp_flags()
-if omp is None:
+if omp is None and os.environ.get("RNNFAST_NO_OPENMP"):
+    print("rnnfast: RNNFAST_NO_OPENMP set, building serial kernels", file=sys.stderr)
+elif omp is None:
     warnings.warn("rnnfast: the C compiler has no working OpenMP; building the kernels "
                   "serial (single-threaded). Install libgomp/libomp for parallel kernels.")
     print("rnnfast: OpenMP not found, building serial kernels", file=sys.stderr)
