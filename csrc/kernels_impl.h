@@ -456,6 +456,56 @@ static inline void FN(wide_product)(int64_t K, const REAL *wp, int64_t stride,
         FN(wide_nb1)(K, wp, stride, hr + r, out + r);
 }
 
+/* Q (1..4) adjacent unit blocks, single chain per output (used where results must match
+   the GEMM bit for bit: the vanilla RNN's input projection). */
+#define RF_WIDEQ(Q_, NB_) RF_WIDEQ_(Q_, NB_)
+#define RF_WIDEQ_(Q_, NB_)                                                                 \
+    static inline void FN(wideq##Q_##_nb##NB_)(int64_t K, const REAL *restrict wp,         \
+                                               int64_t stride, const REAL *const *hr,      \
+                                               VEC out[][4])                               \
+    {                                                                                      \
+        VEC acc[NB_][Q_];                                                                  \
+        for (int r = 0; r < NB_; r++)                                                      \
+            for (int q = 0; q < Q_; q++)                                                   \
+                acc[r][q] = (VEC){0};                                                      \
+        for (int64_t k = 0; k < K; k++)                                                    \
+            for (int q = 0; q < Q_; q++) {                                                 \
+                const VEC wv = *(const VEC *)(wp + q * stride + k * VL);                   \
+                for (int r = 0; r < NB_; r++)                                              \
+                    acc[r][q] += hr[r][k] * wv;                                            \
+            }                                                                              \
+        for (int r = 0; r < NB_; r++)                                                      \
+            for (int q = 0; q < Q_; q++)                                                   \
+                out[r][q] = acc[r][q];                                                     \
+    }
+#define RF_WIDEQ_SET(Q_) RF_WIDEQ(Q_, 1) RF_WIDEQ(Q_, NB4)
+RF_WIDEQ_SET(1)
+RF_WIDEQ_SET(2)
+RF_WIDEQ_SET(3)
+#define RF_WQNAME_(Q_, NB_) FN(wideq##Q_##_nb##NB_)
+#define RF_WQNAME(Q_, NB_) RF_WQNAME_(Q_, NB_)
+
+static inline void FN(wide_product_q)(int Q, int64_t K, const REAL *wp, int64_t stride,
+                                      const REAL *const *hr, int64_t nrows, VEC out[][4])
+{
+    if (Q == 4) {
+        FN(wide_product)(K, wp, stride, hr, nrows, out);
+        return;
+    }
+    int64_t r = 0;
+    for (; r + NB4 <= nrows; r += NB4) {
+        if (Q == 3) RF_WQNAME(3, NB4)(K, wp, stride, hr + r, out + r);
+        else if (Q == 2) RF_WQNAME(2, NB4)(K, wp, stride, hr + r, out + r);
+        else RF_WQNAME(1, NB4)(K, wp, stride, hr + r, out + r);
+    }
+    for (; r < nrows; r++) {
+        if (Q == 3) FN(wideq3_nb1)(K, wp, stride, hr + r, out + r);
+        else if (Q == 2) FN(wideq2_nb1)(K, wp, stride, hr + r, out + r);
+        else FN(wideq1_nb1)(K, wp, stride, hr + r, out + r);
+    }
+}
+
+
 #define RF_ROWS_MAX 24
 
 /* Dot product with a fixed summation order (four vector partial sums, then lanes). */
@@ -735,15 +785,23 @@ static int FN(forward)(const rf_fwd_args *a)
     const int proj = lstm && a->w_hr != NULL;
     const int64_t *lens = a->lengths;
     const REAL *x = a->x, *b_ih = a->b_ih, *b_hh = a->b_hh;
+    if (lens) {   /* every sequence full length: the same computation as no lengths */
+        int64_t full = 1;
+        for (int64_t n = 0; n < a->N && full; n++)
+            full = lens[n] == a->T;
+        if (full)
+            lens = NULL;
+    }
     REAL *y = a->y, *gx = a->gx;
     REAL *ws_c = a->ws_c, *ws_m = a->ws_m, *ws_hn = a->ws_hn;
 
     if (N == 0)
         return RF_OK;
     /* Large unpadded batches: the input projection as one GEMM (packed, cache-blocked).
-       Its elements are single sequential chains over k, like the LSTM/GRU gate tiles,
-       so the result is bitwise the same as the tiles' (batch invariance holds). */
-    const int hoist_gemm = (lstm || gru) && lens == NULL && T * N >= 64;
+       Its elements are single sequential chains over k, like the LSTM/GRU gate tiles and
+       the RNN's wide tiles below, so the result is bitwise the same either way (batch
+       invariance holds). */
+    const int hoist_gemm = lens == NULL && T * N >= 64;
     if (hoist_gemm) {
         const int st = FN(gemm)(0, 1, T * N, GH, I, x, I, a->w_ih, I, 0, gx, GH, a->nthreads);
         if (st != RF_OK)
@@ -813,7 +871,29 @@ static int FN(forward)(const rf_fwd_args *a)
         VEC out[RF_ROWS_MAX][4], out2[RF_ROWS_MAX][4];
         /* the input projection of every valid step, hoisted out of the time loop; the
            thread projects the unit blocks it will own in the loop, so no barrier */
-        for (int64_t ubp = ub0; ubp < (hoist_gemm ? ub0 : ub1); ubp += 2) {
+        const int rnn = !lstm && !gru;
+        for (int64_t ug = ub0; rnn && !hoist_gemm && ug < ub1; ug += 4) {
+            const int Q = (int)rf_min64(4, ub1 - ug);
+            int64_t rows[RF_ROWS_MAX];
+            int64_t m = 0;
+            while (m < T * N) {
+                int64_t nr = 0;
+                for (; m < T * N && nr < RF_ROWS_MAX; m++) {
+                    const int64_t t = m / N, n = m % N;
+                    if (t < (lens ? lens[n] : T))   /* padded steps are never projected */
+                        rows[nr++] = m;
+                }
+                for (int64_t r = 0; r < nr; r++)
+                    hr[r] = x + rows[r] * I;
+                FN(wide_product_q)(Q, I, win + ug * I * VL, I * VL, hr, nr, out);
+                for (int q = 0; q < Q; q++) {
+                    const int64_t u0 = (ug + q) * VL, nu = rf_min64(VL, H - u0);
+                    for (int64_t r = 0; r < nr; r++)
+                        FN(vstore_n)(gx + rows[r] * GH + u0, out[r][q], nu);
+                }
+            }
+        }
+        for (int64_t ubp = ub0; ubp < (hoist_gemm || rnn ? ub0 : ub1); ubp += 2) {
             const int pair = ubp + 1 < ub1;
             int64_t rows[RF_ROWS_MAX];
             int64_t m = 0;
@@ -1278,6 +1358,11 @@ static int FN(backward)(const rf_bwd_args *a)
 #undef RF_TILEK_NAME_
 #undef RF_KSLICE
 #undef RF_WIDE
+#undef RF_WIDEQ
+#undef RF_WIDEQ_
+#undef RF_WIDEQ_SET
+#undef RF_WQNAME
+#undef RF_WQNAME_
 #undef RF_WIDE_NAME
 #undef RF_WIDE_NAME_
 #undef RF_WIDE_

@@ -313,7 +313,8 @@ def test_batch_invariance_bitwise(cell, reset_after, proj, N):
         assert np.array_equal(one["d_h0"][0], whole["d_h0"][n])
 
 
-@pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", True), ("gru", False)])
+@pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", True), ("gru", False),
+                                              ("rnn_tanh", True), ("rnn_relu", True)])
 def test_batch_invariance_across_projection_paths(cell, reset_after):
     """Without lengths a large batch projects its inputs with the GEMM, a single
     sequence with the gate tiles: both sum each output in one sequential chain, so the
