@@ -1,6 +1,8 @@
 /* Run-time choice of the kernel variant: AVX-512 where the CPU has it, else AVX2 + FMA,
  * else the baseline build. One wheel runs on all of them. */
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 #include "rnnfast.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -34,6 +36,20 @@ int rf_isa(void)
         else
 #endif
             detected = RF_ISA_BASE;
+        /* RNNFAST_ISA=baseline|avx2|avx512 picks a variant, only among those this CPU
+           runs (never a SIGILL): for comparing variants and testing the narrower ones */
+        const char *want = getenv("RNNFAST_ISA");
+        if (want != NULL) {
+            int w = -1;
+            if (strcmp(want, "baseline") == 0)
+                w = RF_ISA_BASE;
+            else if (strcmp(want, "avx2") == 0)
+                w = RF_ISA_AVX2;
+            else if (strcmp(want, "avx512") == 0)
+                w = RF_ISA_AVX512;
+            if (w >= 0 && w <= detected)
+                detected = w;
+        }
     }
     return detected;
 }

@@ -354,7 +354,6 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
     I = x.shape[-1]
     H, L, D = hidden_size, num_layers, 2 if bidirectional else 1
     P = proj_size or H
-    G = _v.GATES[cell]
     is_lstm = cell == "lstm"
 
     # parameters: presence, shape, dtype (size first: the name list grows with L)

@@ -1,10 +1,9 @@
 """Thread-count control: set_num_threads, the environment, and OpenMP's limit
 (what threadpoolctl and OMP_NUM_THREADS change)."""
 import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_python
 
 import rnnfast
 from rnnfast import _config
@@ -34,8 +33,7 @@ def run_fresh(code, **env):
     for k in ("RNNFAST_NUM_THREADS", "OMP_NUM_THREADS"):
         full.pop(k, None)
     full.update(env)
-    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
-                         text=True, timeout=120)
+    out = run_python(code, env=full)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
