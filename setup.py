@@ -88,7 +88,8 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
-        depends=["csrc/rnnfast.h", "csrc/rf_common.h", "csrc/kernels_impl.h"],
+        depends=["csrc/rnnfast.h", "csrc/rf_common.h", "csrc/kernels_impl.h",
+                 "csrc/kern_template.h"],
     )
 ]
 

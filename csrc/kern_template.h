@@ -1,0 +1,62 @@
+/* One kernel variant: included by kern_<isa>.c after its `#pragma GCC target`, with
+ * RF_ISA (the name suffix), RF_VBYTES (vector width in bytes) and RF_MR (GEMM
+ * micro-kernel rows) defined. Compiles kernels_impl.h for float and double and the
+ * entry points dispatch.c calls. */
+#include <math.h>
+
+#define RF_PASTE_(a, b) a##_##b
+#define RF_PASTE(a, b) RF_PASTE_(a, b)
+#define RF_ENTRY(name) RF_PASTE(name, RF_ISA)
+
+#define REAL float
+#define RF_DBL 0
+#define SFX RF_PASTE(f32, RF_ISA)
+#define VBYTES RF_VBYTES
+#define GEMM_MR RF_MR
+#define RF_EXP expf
+#define RF_TANH tanhf
+#include "kernels_impl.h"
+#undef REAL
+#undef RF_DBL
+#undef SFX
+#undef RF_EXP
+#undef RF_TANH
+
+#define REAL double
+#define RF_DBL 1
+#define SFX RF_PASTE(f64, RF_ISA)
+#define RF_EXP exp
+#define RF_TANH tanh
+#include "kernels_impl.h"
+
+#define RF_F32(name) RF_PASTE(RF_PASTE(name, f32), RF_ISA)
+#define RF_F64(name) RF_PASTE(RF_PASTE(name, f64), RF_ISA)
+
+int RF_ENTRY(rf_forward)(const rf_fwd_args *a)
+{
+    return a->dtype == RF_F32 ? RF_F32(forward)(a) : RF_F64(forward)(a);
+}
+
+int64_t RF_ENTRY(rf_pack_forward_size)(const rf_fwd_args *a)
+{
+    return a->dtype == RF_F32 ? RF_F32(pack_forward_size)(a) : RF_F64(pack_forward_size)(a);
+}
+
+int RF_ENTRY(rf_pack_forward)(const rf_fwd_args *a, void *dst)
+{
+    return a->dtype == RF_F32 ? RF_F32(pack_forward)(a, dst) : RF_F64(pack_forward)(a, dst);
+}
+
+int RF_ENTRY(rf_backward)(const rf_bwd_args *a)
+{
+    return a->dtype == RF_F32 ? RF_F32(backward)(a) : RF_F64(backward)(a);
+}
+
+int RF_ENTRY(rf_gemm)(int dtype, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                      const void *A, int64_t lda, const void *B, int64_t ldb, int beta_one,
+                      void *C, int64_t ldc, int nthreads)
+{
+    if (dtype == RF_F32)
+        return RF_F32(gemm)(ta, tb, m, n, k, A, lda, B, ldb, beta_one, C, ldc, nthreads);
+    return RF_F64(gemm)(ta, tb, m, n, k, A, lda, B, ldb, beta_one, C, ldc, nthreads);
+}
