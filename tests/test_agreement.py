@@ -319,8 +319,8 @@ def test_batch_invariance_across_projection_paths(cell, reset_after):
     """Without lengths a large batch projects its inputs with the GEMM, a single
     sequence with the gate tiles: both sum each output in one sequential chain, so the
     results are bitwise equal."""
-    prob = make_problem(cell, 6, 40, 700, 24, seed=3)   # T*N = 240 rows, I > one GEMM KC block
-    dy, dh_n, dc_n = upstream(cell, 6, 40, 24, 24, seed=4)
+    prob = make_problem(cell, 13, 320, 400, 16, seed=3)   # T*N = 4160 rows, I > one KC block
+    dy, dh_n, dc_n = upstream(cell, 13, 320, 16, 16, seed=4)
     whole = run(cpu, cell, prob, False, reset_after, dy, dh_n, dc_n)
     n = 17
     alone = dict(prob, x=prob["x"][:, n:n + 1].copy(), h0=prob["h0"][n:n + 1].copy(),
