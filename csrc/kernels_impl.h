@@ -879,12 +879,7 @@ static int FN(forward)(const rf_fwd_args *a)
             int64_t rows[RF_ROWS_MAX];
             int64_t m = 0;
             while (m < T * N) {
-                int64_t nr = 0;
-                for (; m < T * N && nr < RF_ROWS_MAX; m++) {
-                    const int64_t t = m / N, n = m % N;
-                    if (t < (lens ? lens[n] : T))   /* padded steps are never projected */
-                        rows[nr++] = m;
-                }
+                const int64_t nr = rf_next_rows(T, N, lens, &m, rows, RF_ROWS_MAX);
                 for (int64_t r = 0; r < nr; r++)
                     hr[r] = x + rows[r] * I;
                 FN(wide_product_q)(Q, I, win + ug * I * VL, I * VL, hr, nr, out);
@@ -900,13 +895,7 @@ static int FN(forward)(const rf_fwd_args *a)
             int64_t rows[RF_ROWS_MAX];
             int64_t m = 0;
             while (m < T * N) {
-                int64_t nr = 0;
-                for (; m < T * N && nr < RF_ROWS_MAX; m++) {
-                    const int64_t t = m / N, n = m % N;
-                    const int64_t len = lens ? lens[n] : T;
-                    if (t < len)   /* padded steps are never projected */
-                        rows[nr++] = m;
-                }
+                const int64_t nr = rf_next_rows(T, N, lens, &m, rows, RF_ROWS_MAX);
                 for (int64_t r = 0; r < nr; r++)
                     hr[r] = x + rows[r] * I;
                 if (pair)
@@ -947,8 +936,7 @@ static int FN(forward)(const rf_fwd_args *a)
                     VEC (*o)[4] = half ? out2 : out;
                     for (int64_t r = 0; r < nr; r++) {
                         const int64_t n = act[i0 + r];
-                        const int64_t len = lens ? lens[n] : T;
-                        const int64_t row = (reverse ? len - 1 - s : s) * N + n;
+                        const int64_t row = rf_step_time(lens, T, n, s, reverse) * N + n;
                         REAL *g = gx + row * GH;
                         VEC pre[4];
                         for (int q = 0; q < Gm; q++)
@@ -1013,8 +1001,7 @@ static int FN(forward)(const rf_fwd_args *a)
                         FN(gate_product)(1, H, wp, hr, nr, out);
                         for (int64_t r = 0; r < nr; r++) {
                             const int64_t n = act[i0 + r];
-                            const int64_t len = lens ? lens[n] : T;
-                            const int64_t row = (reverse ? len - 1 - s : s) * N + n;
+                            const int64_t row = rf_step_time(lens, T, n, s, reverse) * N + n;
                             REAL *g = gx + row * GH;
                             const VEC nn = FN(vtanh)(FN(vload_n)(g + 2 * H + u0, nu) + FN(vload)(bsum + 2 * Hp + u0) + out[r][0]);
                             const VEC z = FN(vload_n)(g + H + u0, nu);
@@ -1041,8 +1028,7 @@ static int FN(forward)(const rf_fwd_args *a)
                         FN(gate_product)(1, H, wp, hr, nr, out);
                         for (int64_t r = 0; r < nr; r++) {
                             const int64_t n = act[i0 + r];
-                            const int64_t len = lens ? lens[n] : T;
-                            const int64_t row = (reverse ? len - 1 - s : s) * N + n;
+                            const int64_t row = rf_step_time(lens, T, n, s, reverse) * N + n;
                             FN(vstore)(hx + n * Pp + p0, out[r][0]);
                             FN(vstore_n)(y + row * P + p0, out[r][0], np_);
                         }
@@ -1163,8 +1149,8 @@ static int FN(backward)(const rf_bwd_args *a)
                     act[na++] = n;
             /* 1. dL/dh_t = carried + dy_t (this thread's P-blocks) */
             for (int64_t ia = 0; ia < na; ia++) {
-                const int64_t n = act[ia], len = lens ? lens[n] : T;
-                const int64_t row = (reverse ? len - 1 - s : s) * N + n;
+                const int64_t n = act[ia];
+                const int64_t row = rf_step_time(lens, T, n, s, reverse) * N + n;
                 for (int64_t p = p_lo; p < p_hi; p += VL) {
                     const int64_t np_ = rf_min64(VL, P - p);
                     const VEC d = FN(vload)(dhc + n * Pp + p) + FN(vload_n)(dy + row * P + p, np_);
@@ -1188,8 +1174,8 @@ static int FN(backward)(const rf_bwd_args *a)
             }
             /* 2. gate gradients of this thread's unit blocks */
             for (int64_t ia = 0; ia < na; ia++) {
-                const int64_t n = act[ia], len = lens ? lens[n] : T;
-                const int64_t t = reverse ? len - 1 - s : s, tp = reverse ? t + 1 : t - 1;
+                const int64_t n = act[ia];
+                const int64_t t = rf_step_time(lens, T, n, s, reverse), tp = reverse ? t + 1 : t - 1;
                 const int64_t row = t * N + n;
                 const REAL *g = gates + row * GH;
                 const REAL *hprev = s == 0 ? h0 + n * P : hs + (tp * N + n) * P;
@@ -1241,15 +1227,15 @@ static int FN(backward)(const rf_bwd_args *a)
                     for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                         const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                         for (int64_t r = 0; r < nr; r++) {
-                            const int64_t n = act[i0 + r], len = lens ? lens[n] : T;
-                            hr[r] = dgx + ((reverse ? len - 1 - s : s) * N + n) * GH + 2 * H;
+                            const int64_t n = act[i0 + r];
+                            hr[r] = dgx + (rf_step_time(lens, T, n, s, reverse) * N + n) * GH + 2 * H;
                         }
                         FN(wide_product)(H, wtn + su * 4 * H * VL, H * VL, hr, nr, out);
                       for (int64_t q = 0; q < 4 && su * 4 + q < nub; q++) {
                         const int64_t u0 = (su * 4 + q) * VL, nu = rf_min64(VL, H - u0);
                         for (int64_t r = 0; r < nr; r++) {
-                            const int64_t n = act[i0 + r], len = lens ? lens[n] : T;
-                            const int64_t t = reverse ? len - 1 - s : s, tp = reverse ? t + 1 : t - 1;
+                            const int64_t n = act[i0 + r];
+                            const int64_t t = rf_step_time(lens, T, n, s, reverse), tp = reverse ? t + 1 : t - 1;
                             const int64_t row = t * N + n;
                             const REAL *hprev = s == 0 ? h0 + n * P : hs + (tp * N + n) * P;
                             const VEC r_ = FN(vload_n)(gates + row * GH + u0, nu);
@@ -1267,8 +1253,8 @@ static int FN(backward)(const rf_bwd_args *a)
                 for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                     const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                     for (int64_t r = 0; r < nr; r++) {
-                        const int64_t n = act[i0 + r], len = lens ? lens[n] : T;
-                        hr[r] = dgr + ((reverse ? len - 1 - s : s) * N + n) * GH;
+                        const int64_t n = act[i0 + r];
+                        hr[r] = dgr + (rf_step_time(lens, T, n, s, reverse) * N + n) * GH;
                     }
                     FN(wide_product)(GHrec, wt3 + sp * 4 * GHrec * VL, GHrec * VL, hr, nr, out);
                   for (int64_t q = 0; q < 4 && sp * 4 + q < npb; q++) {

@@ -107,4 +107,25 @@ static inline void rf_fpmode_leave(rf_fpmode old) { (void)old; }
 
 static inline int64_t rf_round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
+/* The next (at most max) unpadded rows m = t*N + n, t < lengths[n], scanning from *m. */
+static inline int64_t rf_next_rows(int64_t T, int64_t N, const int64_t *lens, int64_t *m,
+                                   int64_t *rows, int64_t max)
+{
+    int64_t nr = 0;
+    for (; *m < T * N && nr < max; (*m)++) {
+        const int64_t t = *m / N, n = *m % N;
+        if (t < (lens ? lens[n] : T))   /* padded steps are never projected */
+            rows[nr++] = *m;
+    }
+    return nr;
+}
+
+/* Time index of processing step s for sequence n: forward runs t = s, reverse runs each
+   sequence from its own last valid step, t = len - 1 - s. */
+static inline int64_t rf_step_time(const int64_t *lens, int64_t T, int64_t n, int64_t s,
+                                   int reverse)
+{
+    return reverse ? (lens ? lens[n] : T) - 1 - s : s;
+}
+
 #endif
