@@ -149,8 +149,9 @@ static inline void FN(vstore_n)(REAL *p, VEC v, int64_t n)
 /* W (G gates x H units, each row of length K) is packed per block of VL units as
  * [block][k][gate][VL]: one pass over k yields all G gates of VL units, vectorised across
  * units, with every weight vector loaded once per group of batch rows. Each output sums
- * over k in two interleaved chains (even and odd k) added at the end: the same order for
- * every batch size and grouping, so a sequence's result never depends on its batch. */
+ * over k in a number of interleaved chains fixed by the gate count (see C1..C4 below),
+ * the same for every batch size and row grouping, so a sequence's result never depends
+ * on its batch. */
 static void FN(pack_gates)(const REAL *W, int64_t H, int64_t K, int G, int64_t row0,
                            int64_t b0, int64_t b1, REAL *restrict dst)
 {

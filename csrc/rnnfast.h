@@ -6,9 +6,10 @@
  * call; kernels trust it and report only allocation failure.
  *
  * Structure (see docs/design.md):
- *   forward:  gx = x W_ih^T + bias          one GEMM over all T*N rows (hoisted)
- *             one parallel region over the whole time loop; each thread owns a slice of
- *             hidden units; per step: recurrent product + fused gate math; barrier
+ *   forward:  one parallel region; each thread owns a slice of hidden units, projects
+ *             the inputs of every valid step for them (gx = x W_ih^T, hoisted out of the
+ *             time loop; a GEMM for very large batches), then runs the time loop:
+ *             recurrent product + fused gate math per step, spin barrier between steps
  *   backward: one parallel region over the reversed time loop producing the gate
  *             gradients of every step; then dX, dW_ih, dW_hh (and dW_hr) as one GEMM
  *             each over all steps, and bias gradients as column sums.
