@@ -118,7 +118,7 @@ def build_array(spec):
     elif layout == "list":
         return a.tolist()
     elif layout == "scalar":
-        return a.ravel()[0].item() if a.size else 1.0
+        return complex(a.ravel()[0]).real if a.size else 1.0
     return a
 
 
@@ -670,6 +670,8 @@ def worker(family, examples, seconds, seed, progress_path):
         try:
             test()
         except Exception as exc:   # hypothesis itself complaining: report, go on
+            if counts["inputs"] >= examples or time.monotonic() > t_end:
+                break   # the early return at the stop confuses Hypothesis' replay
             print(json.dumps({"harness_error": repr(exc)[:500]}), flush=True)
     print(json.dumps({"summary": counts, "distinct_findings": len(findings)}), flush=True)
 
