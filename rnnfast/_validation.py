@@ -388,7 +388,13 @@ def _check_float_array(owner, name, value, dtype, source=None):
         )
     dt = value.dtype
     if dt.kind == "f" and dt.itemsize == dtype.itemsize:
-        if not dt.isnative:
+        if not dt.isnative:   # the kernels need native byte order: a copy, so size first
+            nbytes = value.size * dt.itemsize
+            if nbytes > available_memory_bytes():
+                raise ValueError(
+                    f"{owner}: {name} of shape {_shape_str(value.shape)} is in non-native "
+                    f"byte order and would need a {_gib(nbytes)} native copy, more than the "
+                    f"{_gib(available_memory_bytes())} of memory of this machine")
             value = value.astype(dt.newbyteorder("="))
         return value.view(np.ndarray) if type(value) is not np.ndarray else value
     kind = {

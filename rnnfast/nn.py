@@ -547,6 +547,8 @@ def _load(path, cls, backend="cpu", seed=None):
     except TypeError:
         raise TypeError(f"{owner}: path must be a str or os.PathLike, got "
                         f"{_v.describe(path)}") from None
+    if isinstance(path, bytes):   # zipfile would take bytes for file contents
+        path = os.fsdecode(path)
 
     def bad(why):
         return ValueError(f"{owner}: {path!r} is not a valid rnnfast layer file: {why}")
@@ -555,7 +557,8 @@ def _load(path, cls, backend="cpu", seed=None):
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         raise bad(f"not an .npz (zip) archive ({exc})") from None
-    except (EOFError, ValueError) as exc:
+    except (EOFError, ValueError, NotImplementedError) as exc:
+        # NotImplementedError: zipfile's word for an unknown version or compression
         raise bad(f"unreadable archive ({exc})") from None
     with zf:
         members = {}
@@ -601,7 +604,8 @@ def _load(path, cls, backend="cpu", seed=None):
                 if str(exc).startswith(f"{owner}:"):
                     raise
                 raise bad(f"entry {key!r} is corrupt ({exc})") from None
-            except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+            except (zipfile.BadZipFile, EOFError, OSError, zlib.error,
+                    NotImplementedError) as exc:
                 raise bad(f"entry {key!r} is corrupt ({exc})") from None
 
         raw_cfg = read_member(_CONFIG_KEY, max_bytes=_MAX_CONFIG_BYTES)

@@ -160,7 +160,14 @@ def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=No
         cache.cell, cache.reverse, cache.reset_after = cell, bool(reverse), bool(reset_after)
         cache.dims = (T, N, I, H, P)
         cache.lengths = lengths
-        cache.x, cache.h0, cache.c0 = x, h0, c0
+        x_kept = x
+        if lengths is not None and N and int(lengths.min()) < T:
+            # dW_ih sums over all T*N rows in one GEMM; the gate gradients of padded
+            # steps are zero, and the inputs there must be too (0 * NaN would be NaN)
+            x_kept = take((T, N, I), dtype)
+            np.copyto(x_kept, x)
+            x_kept[np.arange(T)[:, None] >= lengths[None, :]] = 0
+        cache.x, cache.h0, cache.c0 = x_kept, h0, c0
         cache.w_ih, cache.w_hh, cache.w_hr = w_ih, w_hh, w_hr
         cache.has_bias = b_ih is not None
         hs = take((T, N, P), dtype)
@@ -168,7 +175,8 @@ def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=No
         cache.gates, cache.hs = gx, hs
         cache.ws_c, cache.ws_m, cache.ws_hn = ws_c, ws_m, ws_hn
         # the cache's buffers go back to the workspace when the cache is freed
-        weakref.finalize(cache, workspace.give, gx, hs, ws_c, ws_m, ws_hn)
+        weakref.finalize(cache, workspace.give, gx, hs, ws_c, ws_m, ws_hn,
+                         x_kept if x_kept is not x else None)
     return y, h_n, c_n, cache
 
 
