@@ -605,7 +605,8 @@ def _load(path, cls, backend="cpu", seed=None):
                     raise
                 raise bad(f"entry {key!r} is corrupt ({exc})") from None
             except (zipfile.BadZipFile, EOFError, OSError, zlib.error,
-                    NotImplementedError) as exc:
+                    NotImplementedError, RuntimeError) as exc:
+                # RuntimeError: zipfile's word for an entry flagged as encrypted
                 raise bad(f"entry {key!r} is corrupt ({exc})") from None
 
         raw_cfg = read_member(_CONFIG_KEY, max_bytes=_MAX_CONFIG_BYTES)

@@ -58,3 +58,16 @@ def test_unsupported_zip_version_is_a_value_error(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="not a valid rnnfast layer file"):
         rnnfast.GRU.load(path)
+
+
+def test_entry_flagged_encrypted_is_a_value_error(tmp_path):
+    path, data = _saved_bytes(tmp_path)
+    # set bit 0 ("encrypted") of the general purpose flags in every header
+    for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        pos = data.find(sig)
+        while pos >= 0:
+            data[pos + off] |= 1
+            pos = data.find(sig, pos + 4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="not a valid rnnfast layer file"):
+        rnnfast.GRU.load(path)
