@@ -44,17 +44,19 @@ def test_unknown_compression_method_is_a_value_error(tmp_path):
         rnnfast.GRU.load(path)
 
 
+def _headers(data, sig):
+    """Offsets of every zip header with signature `sig` in `data`."""
+    pos = data.find(sig)
+    while pos >= 0:
+        yield pos
+        pos = data.find(sig, pos + 4)
+
+
 def test_unsupported_zip_version_is_a_value_error(tmp_path):
     path, data = _saved_bytes(tmp_path)
-    cd = data.rfind(b"PK\x01\x02")
-    # "version needed to extract" in the central directory -> 10.9 (109)
-    for off in range(len(data)):
-        pos = data.find(b"PK\x01\x02", off)
-        if pos < 0:
-            break
+    # "version needed to extract" in every central directory entry -> 10.9 (109)
+    for pos in _headers(data, b"PK\x01\x02"):
         data[pos + 6:pos + 8] = (109).to_bytes(2, "little")
-        off = pos + 4
-    data[cd + 6:cd + 8] = (109).to_bytes(2, "little")
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="not a valid rnnfast layer file"):
         rnnfast.GRU.load(path)
@@ -64,10 +66,8 @@ def test_entry_flagged_encrypted_is_a_value_error(tmp_path):
     path, data = _saved_bytes(tmp_path)
     # set bit 0 ("encrypted") of the general purpose flags in every header
     for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
-        pos = data.find(sig)
-        while pos >= 0:
+        for pos in _headers(data, sig):
             data[pos + off] |= 1
-            pos = data.find(sig, pos + 4)
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="not a valid rnnfast layer file"):
         rnnfast.GRU.load(path)
