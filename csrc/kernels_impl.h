@@ -669,6 +669,7 @@ static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL 
     int failed = 0;
 #pragma omp parallel num_threads(nt) reduction(| : failed)
     {
+        const rf_fpmode fpm = rf_fpmode_enter();   /* FTZ/DAZ on every thread */
         REAL *abuf = rf_aligned_alloc((size_t)MC * KC * sizeof(REAL));
         failed = abuf == NULL;
         for (int64_t j0 = 0; j0 < n; j0 += NCB) {
@@ -696,6 +697,7 @@ static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL 
             }
         }
         free(abuf);
+        rf_fpmode_leave(fpm);
     }
     free(bbuf);
     return failed ? RF_ENOMEM : RF_OK;
@@ -707,12 +709,14 @@ static void FN(colsum)(int64_t m, int64_t n, const REAL *A, int64_t lda, REAL *o
     int nt = rf_threads_for(nthreads, (double)m * n, 2.0e5, (n + 63) / 64);
 #pragma omp parallel num_threads(nt)
     {
+        const rf_fpmode fpm = rf_fpmode_enter();
         int64_t lo, hi;
         rf_split(n, &lo, &hi);
         for (int64_t j = lo; j < hi; j++)
             out[j] = 0;
         for (int64_t i = 0; i < m; i++)
             FN(axpy)(hi - lo, (REAL)1, A + i * lda + lo, out + lo);
+        rf_fpmode_leave(fpm);
     }
 }
 

@@ -191,3 +191,59 @@ def test_float32_accumulation_error(cell):
         for a, b in zip(_state_list(h32), _state_list(h64)):
             worst = max(worst, float(np.abs(a - b).max()))
     assert worst < 1e-6, worst
+
+
+# --- subnormals: the kernels run with FTZ/DAZ on every thread and restore the caller's mode
+
+_TINY = {np.float32: 1e-39, np.float64: 1e-310}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(CLASSES))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_subnormal_inputs_are_treated_as_zero(name, dtype, threads):
+    """With DAZ every subnormal operand counts as 0, so subnormal inputs, states and
+    output gradients give bitwise the results of exact zeros. With no bias every
+    pre-activation is subnormal, so without DAZ on some thread the two differ (the
+    NumPy reference, which runs without DAZ, is the control)."""
+    import rnnfast
+    rng = np.random.default_rng(3)
+    T, N, I, H = 6, 5, 7, 9
+    layer = CLASSES[name](I, H, num_layers=2, bidirectional=True, bias=False, dtype=dtype,
+                          seed=2)
+    D = 2 * 2
+    tiny = dtype(_TINY[dtype])
+    x = (rng.standard_normal((T, N, I)) * tiny).astype(dtype)
+    h0 = (rng.standard_normal((D, N, H)) * tiny).astype(dtype)
+    dy = (rng.standard_normal((T, N, 2 * H)) * tiny).astype(dtype)
+    assert 0 < np.abs(x).max() < np.finfo(dtype).tiny
+    hx = (h0, h0.copy()) if name == "lstm" else h0
+    zx = (np.zeros_like(h0), np.zeros_like(h0)) if name == "lstm" else np.zeros_like(h0)
+    old = rnnfast.get_num_threads()
+    rnnfast.set_num_threads(threads)
+    try:
+        runs = {}
+        for backend in ("cpu", "reference"):
+            layer.backend = backend
+            for xi, hi, dyi in ((x, hx, dy), (np.zeros_like(x), zx, np.zeros_like(dy))):
+                y, h_n = layer(xi, hi)
+                grads = _backward(layer, dyi, h_n)[2]
+                runs.setdefault(backend, []).append(
+                    (y, grads["weight_ih_l0"], grads["weight_hh_l1_reverse"]))
+    finally:
+        rnnfast.set_num_threads(old)
+    same = [[np.array_equal(a, b) for a, b in zip(*runs[k])] for k in ("cpu", "reference")]
+    assert same[0] == [True, True, True]
+    assert not any(same[1]), "control: without DAZ subnormal inputs must change the result"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_caller_float_mode_is_restored(dtype):
+    """FTZ/DAZ stay inside the kernels: NumPy arithmetic on subnormals after an rnnfast
+    call still produces subnormals, on this thread."""
+    tiny = np.array([_TINY[dtype]], dtype)
+    before = tiny * dtype(0.5)
+    layer = LSTM(3, 4, dtype=dtype, seed=0)
+    layer(np.ones((2, 1, 3), dtype))
+    after = tiny * dtype(0.5)
+    assert before[0] != 0 and np.array_equal(before, after)

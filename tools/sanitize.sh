@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build rnnfast with AddressSanitizer + UndefinedBehaviorSanitizer in a scratch copy of
+# this tree and run tests against that build. Any report fails the run: UBSan halts on
+# the first error, ASan aborts. Leak detection is off (CPython keeps its arenas).
+#
+#   tools/sanitize.sh                 # the whole test suite
+#   tools/sanitize.sh --short         # the subset CI runs (agreement, fuzz findings, threads, packs)
+#   tools/sanitize.sh tests/test_x.py # any pytest arguments
+#
+# Needs gcc with libasan/libubsan (exit status 77 when missing) and the build requirements
+# (pip install "cython>=3" setuptools numpy).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+py=${PYTHON:-python}
+
+if [ "${1:-}" = "--short" ]; then
+  shift
+  set -- tests/test_agreement.py tests/test_agreement_stack.py tests/test_fuzz_findings.py \
+         tests/test_thread_safety.py tests/test_packed_inference.py "$@"
+fi
+[ $# -gt 0 ] || set -- tests
+
+asan=$(gcc -print-file-name=libasan.so)
+ubsan=$(gcc -print-file-name=libubsan.so)
+if [ ! -e "$asan" ] || [ ! -e "$ubsan" ]; then
+  echo "sanitize: gcc has no libasan/libubsan here (apt install gcc); skipped"
+  exit 77
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/rnnfast-sanitize.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cp -r "$root/csrc" "$root/rnnfast" "$root/tests" "$root/setup.py" "$root/pyproject.toml" \
+      "$root/README.md" "$work/"
+find "$work/rnnfast" \( -name '*.so' -o -name '__pycache__' \) -prune -exec rm -rf {} +
+cd "$work"
+echo "sanitize: building with -fsanitize=address,undefined in $work"
+RNNFAST_SANITIZE=1 "$py" setup.py -q build_ext --inplace >build.log 2>&1 || {
+  cat build.log; exit 1; }
+
+# the tests import this scratch build (the current directory comes first on sys.path),
+# never an installed rnnfast
+export LD_PRELOAD="$asan:$ubsan"
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+"$py" -m pytest -q -p no:cacheprovider "$@"
+"$py" -c 'import os, rnnfast
+assert os.path.dirname(rnnfast.__file__).startswith(os.getcwd()), rnnfast.__file__
+print("sanitize: clean; the tests ran against the sanitized build", rnnfast.__file__)'
