@@ -100,6 +100,16 @@ def test_bitwise_hoisted_projection_and_long_chunks(name, cls, kw):
         s.reset_state()
         y = stream_chunks(s, x, chunk, batch_first=True)
         assert np.array_equal(y, y_full), chunk
+    # and the other way round: the streamer's segments use the hoisted GEMM (a segment
+    # of 65 steps * 64 streams), the separate episodes (N = 1) the gate tiles
+    reset = np.zeros((T, N), bool)
+    reset[5, ::3] = True
+    tm = make(cls, kw, np.float32)
+    xt = np.ascontiguousarray(x.transpose(1, 0, 2))
+    s = rnnfast.Streamer(tm, N, max_chunk=T)
+    y = s.step(xt, reset=reset)
+    assert np.array_equal(y, episodes_reference(tm, xt, reset, np.zeros_like(s.h),
+                                                None if s.c is None else np.zeros_like(s.c)))
 
 
 def episodes_reference(layer, x, reset, h0, c0=None):
@@ -301,6 +311,48 @@ def test_concurrent_streamers_sharing_a_layer():
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def test_concurrent_first_calls_pack_once_and_agree():
+    """Eight streamers on a fresh (never called, unpacked) layer start at once."""
+    rng = np.random.default_rng(9)
+    K, T, N = 8, 12, 2
+    layer = rnnfast.GRU(I, 32, num_layers=2, seed=3).eval()
+    twin = rnnfast.GRU(I, 32, num_layers=2, seed=3).eval()
+    xs = [rng.standard_normal((T, N, I)).astype(np.float32) for _ in range(K)]
+    streamers = [rnnfast.Streamer(layer, N, max_chunk=T) for _ in range(K)]
+    results, errors = [None] * K, []
+    barrier = threading.Barrier(K)
+
+    def run(i):
+        try:
+            barrier.wait()
+            results[i] = streamers[i].step(xs[i])
+        except Exception as exc:   # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(K)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(s._packs is layer._packs for s in streamers)   # one pack, shared
+    for i in range(K):
+        assert np.array_equal(results[i], twin(xs[i])[0])
+
+
+def test_backend_switch_is_picked_up():
+    rng = np.random.default_rng(10)
+    layer = rnnfast.RNN(I, H, dtype=np.float64, seed=0).eval()
+    s = rnnfast.Streamer(layer, 2, max_chunk=6)
+    x = rng.standard_normal((6, 2, I))
+    y_cpu = s.step(x)
+    layer.backend = "reference"
+    s.reset_state()
+    y_ref = s.step(x)
+    assert np.array_equal(y_ref, layer(x)[0])
+    assert np.abs(y_ref - y_cpu).max() <= 1e-12 * np.abs(y_cpu).max()
 
 
 def test_one_streamer_refuses_reentrant_calls():
