@@ -410,9 +410,10 @@ class Streamer:
         and packed again (as the layer's own eval-mode call does)."""
         layer = self._layer
         params = self._params
-        if params is not None and layer._backend == self._backend \
+        # (backend 'reference': no pack locks the parameters, so re-read at every call)
+        if params is not None and layer._backend == "cpu" and self._backend == "cpu" \
                 and layer.mode == self._mode and layer.reset_after is self._reset_after \
-                and (self._backend != "cpu" or layer._packs is self._packs):
+                and layer._packs is self._packs:
             for name, arr in params:
                 if getattr(layer, name, None) is not arr:
                     break

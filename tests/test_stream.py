@@ -353,6 +353,16 @@ def test_backend_switch_is_picked_up():
     y_ref = s.step(x)
     assert np.array_equal(y_ref, layer(x)[0])
     assert np.abs(y_ref - y_cpu).max() <= 1e-12 * np.abs(y_cpu).max()
+    # the reference backend locks nothing: in-place edits are read at the next call
+    layer.weight_hh_l0 *= 0.5
+    s.reset_state()
+    assert np.array_equal(s.step(x), layer(x)[0])
+    layer.weight_ih_l0 = np.asfortranarray(layer.weight_ih_l0 * 2)   # strided array
+    s.reset_state()
+    assert np.array_equal(s.step(x), layer(x)[0])
+    layer.weight_ih_l0 += 1.0
+    s.reset_state()
+    assert np.array_equal(s.step(x), layer(x)[0])
 
 
 def test_one_streamer_refuses_reentrant_calls():
