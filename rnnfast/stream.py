@@ -135,10 +135,14 @@ class Streamer:
         self._busy = threading.Lock()
 
         # state (stable arrays: the public views never go stale) and its initial value
-        self._h = np.zeros((L, N, P), dtype)
-        self._c = np.zeros((L, N, H), dtype) if self._lstm else None
-        self._h0 = np.zeros((L, N, P), dtype)
-        self._c0 = np.zeros((L, N, H), dtype) if self._lstm else None
+        # one block, so that one bounds check tells whether an array overlaps any of it
+        nh, nc = L * N * P, (L * N * H if self._lstm else 0)
+        self._block = np.zeros(2 * (nh + nc), dtype)
+        self._h = self._block[:nh].reshape(L, N, P)
+        self._h0 = self._block[nh:2 * nh].reshape(L, N, P)
+        self._c = self._block[2 * nh:2 * nh + nc].reshape(L, N, H) if self._lstm else None
+        self._c0 = self._block[2 * nh + nc:].reshape(L, N, H) if self._lstm else None
+        self._x_source = f"the streamer's layer has dtype {dtype.name}"
         self._h_l = list(self._h)
         self._c_l = list(self._c) if self._lstm else [None] * L
         # the kernel writes the final state here, never into its own input
@@ -261,9 +265,8 @@ class Streamer:
         self._refresh_weights(owner)
         L, N, I, H, P = self._dims
         bf = layer.batch_first
-        x = _v._check_float_array(owner, "x", x, self.dtype,
-                                  f"the streamer's layer has dtype {self.dtype.name}")
-        if np.may_share_memory(x, self._h) or (self._lstm and np.may_share_memory(x, self._c)):
+        x = _v._check_float_array(owner, "x", x, self.dtype, self._x_source)
+        if np.may_share_memory(x, self._block):
             raise ValueError(f"{owner}: x shares memory with the streamer's state; pass a "
                              f"copy")
         single = x.ndim == 2
@@ -504,9 +507,8 @@ class Streamer:
                     and np.shares_memory(out, other):
                 raise ValueError(f"{owner}: out shares memory with {what}; pass a separate "
                                  f"array")
-        for buf in (self._h, self._c, self._h0, self._c0):
-            if buf is not None and np.may_share_memory(out, buf):
-                raise ValueError(f"{owner}: out shares memory with the streamer's state")
+        if np.may_share_memory(out, self._block):
+            raise ValueError(f"{owner}: out shares memory with the streamer's state")
 
     def _check_state(self, owner, name, state, allow_shared):
         L, N, I, H, P = self._dims
@@ -518,7 +520,7 @@ class Streamer:
             h, c = state
         else:
             h, c = state, None
-        src = f"the streamer's layer has dtype {self.dtype.name}"
+        src = self._x_source
 
         def one(what, value, F, meaning):
             value = _v._check_float_array(owner, what, value, self.dtype, src)
