@@ -128,7 +128,7 @@ class Streamer:
         self._cell = self._cell_of(layer)
         self._lstm = self._cell == "lstm"
         G = _v.GATES[self._cell]
-        self.batch_size, self.max_chunk, self.dtype = N, T, dtype
+        self._n, self._max_chunk, self._dtype = N, T, dtype
         self._dims = (L, N, I, H, P)
         _v.check_workspace(owner, T, N, max(I, P), H, layer.proj_size, L, 1, self._cell,
                            dtype.itemsize, False)
@@ -153,13 +153,13 @@ class Streamer:
         self._xbuf = np.empty((T, N, I), dtype)      # batch_first / strided inputs
         self._obuf = np.empty((T, N, P), dtype)      # batch_first outputs
         self._any = np.empty(T, bool)                # which steps of a piece reset
-        self.h = self._h.view()
-        self.h.flags.writeable = False
-        self.c = None
+        self._h_ro = self._h.view()
+        self._h_ro.flags.writeable = False
+        self._c_ro = None
         if self._lstm:
-            self.c = self._c.view()
-            self.c.flags.writeable = False
-        self.state = (self.h, self.c) if self._lstm else self.h
+            self._c_ro = self._c.view()
+            self._c_ro.flags.writeable = False
+        self._state = (self._h_ro, self._c_ro) if self._lstm else self._h_ro
 
         # weights: (re)read from the layer when it changes them
         self._packs = None
@@ -181,7 +181,7 @@ class Streamer:
                 if self._lstm:
                     np.copyto(self._c, self._c0)
                 return
-            m = self._check_mask(owner, "mask", mask, (self.batch_size,), "(N,)")
+            m = self._check_mask(owner, "mask", mask, (self._n,), "(N,)")
             self._apply_reset(m)
 
     def set_state(self, state):
@@ -217,8 +217,39 @@ class Streamer:
         return h0, c0
 
     @property
+    def h(self):
+        """Read-only view of the hidden state, (num_layers, N, P); always this array."""
+        return self._h_ro
+
+    @property
+    def c(self):
+        """Read-only view of the cell state (LSTM), (num_layers, N, H); else None."""
+        return self._c_ro
+
+    @property
+    def state(self):
+        """``h``, or ``(h, c)`` for an LSTM (what the layer takes as ``hx``)."""
+        return self._state
+
+    @property
     def layer(self):
+        """The layer streamed."""
         return self._layer
+
+    @property
+    def batch_size(self):
+        """Number of streams ``N``."""
+        return self._n
+
+    @property
+    def max_chunk(self):
+        """Longest chunk the buffers hold (longer chunks are split)."""
+        return self._max_chunk
+
+    @property
+    def dtype(self):
+        """The layer's dtype: inputs, outputs and states have it."""
+        return self._dtype
 
     def __repr__(self):
         return (f"Streamer({self._layer!r}, batch_size={self.batch_size}, "
@@ -265,7 +296,7 @@ class Streamer:
         self._refresh_weights(owner)
         L, N, I, H, P = self._dims
         bf = layer.batch_first
-        x = _v._check_float_array(owner, "x", x, self.dtype, self._x_source)
+        x = _v._check_float_array(owner, "x", x, self._dtype, self._x_source)
         if np.may_share_memory(x, self._block):
             raise ValueError(f"{owner}: x shares memory with the streamer's state; pass a "
                              f"copy")
@@ -297,7 +328,7 @@ class Streamer:
                                          "(N, T) (batch_first)" if bf else "(T, N)")
         if out is None:
             shape = (N, P) if single else ((N, T, P) if bf else (T, N, P))
-            out = np.empty(shape, self.dtype)
+            out = np.empty(shape, self._dtype)
         else:
             self._check_out(owner, out, x, reset, single, T, bf)
 
@@ -307,7 +338,7 @@ class Streamer:
         nthreads = _config.get_num_threads()
         t0 = 0
         while t0 < T:
-            t1 = min(T, t0 + self.max_chunk)
+            t1 = min(T, t0 + self._max_chunk)
             if reset is None:
                 self._run(x, out, t0, t1, single, bf, x_direct, out_direct, nthreads)
             else:
@@ -443,7 +474,7 @@ class Streamer:
                     for a in params.values())
         shapes = _F._shapes(cell, I, H, L, 1, layer.bias, layer.proj_size)
         # validated every time (cheap, rare): a failure leaves nothing half-updated
-        checked = _v.check_params(type(layer).__name__, params, shapes, self.dtype)
+        checked = _v.check_params(type(layer).__name__, params, shapes, self._dtype)
         packs = None
         if backend == "cpu":
             from . import _cpu
@@ -489,7 +520,7 @@ class Streamer:
         if not isinstance(out, np.ndarray):
             raise TypeError(f"{owner}: out must be None or a numpy.ndarray, got "
                             f"{_v.describe(out)}")
-        if out.dtype != self.dtype or not out.dtype.isnative:
+        if out.dtype != self._dtype or not out.dtype.isnative:
             raise TypeError(
                 f"{owner}: out must have the layer's dtype {self.dtype.name} (native byte "
                 f"order), got {out.dtype}")
@@ -523,7 +554,7 @@ class Streamer:
         src = self._x_source
 
         def one(what, value, F, meaning):
-            value = _v._check_float_array(owner, what, value, self.dtype, src)
+            value = _v._check_float_array(owner, what, value, self._dtype, src)
             if value.shape == (L, N, F):
                 return value
             if allow_shared and value.shape == (L, F):

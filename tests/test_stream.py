@@ -457,3 +457,39 @@ def test_state_api_validation():
         s.reset_state([True, False, True])
     with pytest.raises(ValueError, match="expected mask"):
         s.reset_state(np.ones(2, bool))
+
+
+def test_chunk_is_split_at_reset_steps_only(monkeypatch):
+    """One kernel call per layer and segment between reset steps, not one per step."""
+    from rnnfast import _cpu
+    layer = rnnfast.LSTM(I, H, num_layers=2, seed=0).eval()
+    s = rnnfast.Streamer(layer, 3, max_chunk=20)
+    x = np.random.default_rng(11).standard_normal((20, 3, I)).astype(np.float32)
+    reset = np.zeros((20, 3), bool)
+    reset[0, 1] = reset[5, 0] = reset[5, 2] = reset[12, 1] = True
+    calls = []
+    real = _cpu.layer_forward_into
+
+    def counting(*args):
+        calls.append(args[1].shape[0])
+        return real(*args)
+
+    monkeypatch.setattr(_cpu, "layer_forward_into", counting)
+    y = s.step(x, reset=reset)
+    assert calls == [5, 5, 7, 7, 8, 8]          # segments [0,5) [5,12) [12,20), 2 layers
+    assert np.array_equal(y, episodes_reference(layer, x, reset, np.zeros_like(s.h),
+                                                np.zeros_like(s.c)))
+    calls.clear()
+    s2 = rnnfast.Streamer(layer, 3, max_chunk=6)   # and at max_chunk
+    s2.step(x)
+    assert calls == [6, 6, 6, 6, 6, 6, 2, 2]
+
+
+def test_public_attributes_are_read_only():
+    s = rnnfast.Streamer(rnnfast.GRU(I, H).eval(), 2, max_chunk=3)
+    assert (s.batch_size, s.max_chunk, s.dtype) == (2, 3, np.float32)
+    for name in ("h", "c", "state", "batch_size", "max_chunk", "dtype", "layer"):
+        with pytest.raises(AttributeError):
+            setattr(s, name, None)
+    with pytest.raises(ValueError, match="read-only"):
+        s.h[0, 0, 0] = 1.0
