@@ -493,3 +493,21 @@ def test_public_attributes_are_read_only():
             setattr(s, name, None)
     with pytest.raises(ValueError, match="read-only"):
         s.h[0, 0, 0] = 1.0
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_strided_and_byte_swapped_inputs(batch_first):
+    rng = np.random.default_rng(12)
+    layer = make(rnnfast.GRU, dict(num_layers=2), np.float64, batch_first=batch_first)
+    x = rng.standard_normal((9, 3, I) if not batch_first else (3, 9, I))
+    y_full, _ = layer(x)
+    wide = np.zeros(x.shape[:-1] + (2 * I,))
+    wide[..., ::2] = x
+    for xin in (wide[..., ::2], x.astype(x.dtype.newbyteorder()),
+                np.asfortranarray(x)):
+        s = rnnfast.Streamer(layer, 3, max_chunk=4)
+        y = s.step(xin)
+        assert np.array_equal(y, y_full)
+        s.reset_state()
+        ys = [s.step(xin[:, t] if batch_first else xin[t]) for t in range(9)]
+        assert np.array_equal(np.stack(ys, axis=1 if batch_first else 0), y_full)

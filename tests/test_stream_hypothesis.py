@@ -60,7 +60,10 @@ def broken(kind, x, r, o):
     return x, r, o
 
 
-@settings(max_examples=int(os.environ.get("RNNFAST_STREAM_EXAMPLES", "200")), deadline=None, suppress_health_check=list(HealthCheck))
+EXAMPLES = int(os.environ.get("RNNFAST_STREAM_EXAMPLES", "200"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_random_streams(data):
     draw = data.draw
