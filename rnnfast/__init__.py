@@ -7,6 +7,7 @@ from ._version import __version__
 from ._config import get_num_threads, set_num_threads, show_config
 from . import functional
 from .nn import GRU, LSTM, RNN
+from .stream import Streamer
 
 try:  # load the compiled core now, so its OpenMP runtime is visible to threadpoolctl
     from ._cpu import _kernels as _kernels  # noqa: F401
@@ -14,4 +15,4 @@ except ImportError:  # not built: only backend="reference" works (functional say
     pass
 
 __all__ = ["RNN", "LSTM", "GRU", "functional", "show_config", "set_num_threads",
-           "get_num_threads", "__version__"]
+           "get_num_threads", "__version__", "Streamer"]

@@ -207,3 +207,22 @@ def layer_backward(cache, dy, dh_n=None, dc_n=None):
     workspace.give(dgx, dgh, dhtot)
     return {"x": dx, "h0": dh0, "c0": dc0, "weight_ih": dw_ih, "weight_hh": dw_hh,
             "bias_ih": db_ih, "bias_hh": db_hh, "weight_hr": dw_hr}
+
+
+def layer_forward_into(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reset_after,
+                       packed, y, h_n, c_n, gx, nthreads):
+    """Inference forward of one layer, forward direction, into the caller's buffers.
+
+    The inference path of :func:`layer_forward` without its allocations (used by
+    ``rnnfast.stream``): ``y`` (T, N, P), ``h_n`` (N, P), ``c_n`` (N, H) for 'lstm' (else
+    None) and the scratch ``gx`` (T, N, G*H) are C-contiguous arrays of x's dtype that
+    alias none of the inputs. ``packed`` is None or a :class:`PackedWeights` the caller
+    has already checked against these weights (no key check here: it would allocate).
+    """
+    T, N, I = x.shape
+    GH = w_ih.shape[0]
+    _kernels.forward(_CELL_CODES[cell], 0 if x.dtype == np.float32 else 1, T, N, I,
+                     GH // _GATES[cell], w_hh.shape[1], x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                     w_hr, None, False, reset_after, False, nthreads,
+                     y, h_n, c_n, gx, None, None, None,
+                     None if packed is None else packed.data)
