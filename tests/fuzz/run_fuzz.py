@@ -21,21 +21,22 @@ import traceback
 import warnings
 import zipfile
 
-FAMILIES = ("layers", "functional", "loaders")
+FAMILIES = ("layers", "functional", "loaders", "stream")
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 # The allowed ("clean") outcomes of an input besides a result.  OSError covers
 # FileNotFoundError, IsADirectoryError, PermissionError.  RuntimeError is allowed only
-# for the documented "backward() needs a training-mode forward" error of the layers.
+# for the documented "backward() needs a training-mode forward" error of the layers and
+# the streamer's documented refusal of a layer in training mode.
 CLEAN = (ValueError, TypeError, OSError)
-CLEAN_RUNTIME_MSG = "needs a training-mode forward"
+CLEAN_RUNTIME_MSGS = ("needs a training-mode forward", "the layer is in training mode")
 
 
 def classify(exc):
     if isinstance(exc, CLEAN):
         return "clean"
-    if isinstance(exc, RuntimeError) and CLEAN_RUNTIME_MSG in str(exc):
+    if isinstance(exc, RuntimeError) and any(m in str(exc) for m in CLEAN_RUNTIME_MSGS):
         return "clean"
     return "finding"
 
@@ -607,8 +608,110 @@ def run_loaders(spec):
     return "ok"
 
 
-DRAW = {"layers": draw_layers, "functional": draw_functional, "loaders": draw_loaders}
-RUN = {"layers": run_layers, "functional": run_functional, "loaders": run_loaders}
+def draw_stream(data):
+    """A layer (mostly valid), a Streamer over it (arguments sometimes wrong), then steps
+    with random x / reset / out, and state edits."""
+    st, size, arr, small_shape, huge_shape, lengths_st = strategies()
+    d = data.draw
+    cls = d(st.sampled_from(["LSTM", "GRU", "RNN"]))
+    I, H, L = d(st.integers(1, 4)), d(st.integers(1, 4)), d(st.integers(1, 3))
+    kw = {"num_layers": L, "batch_first": d(st.booleans()), "bias": d(st.booleans()),
+          "dtype": ("dtype", d(st.sampled_from(["float32", "float64"])))}
+    if d(st.integers(0, 9)) == 0:
+        kw["bidirectional"] = True
+    if cls == "LSTM" and H > 1 and d(st.booleans()):
+        kw["proj_size"] = d(st.integers(1, H - 1))
+    if cls == "GRU" and d(st.booleans()):
+        kw["reset_after"] = False
+    eval_mode = d(st.integers(0, 9)) > 0
+    N = d(st.integers(0, 4)) if d(st.integers(0, 5)) else d(size)
+    max_chunk = d(st.integers(1, 5)) if d(st.integers(0, 5)) else d(size)
+    init = None
+    if d(st.integers(0, 4)) == 0:
+        init = ("arr", d(small_shape(1, 3)), d(st.sampled_from(["float32", "float64", "int64"])),
+                "c", d(st.sampled_from(FILLS)), 1)
+    xdts = ["float32", "float64"] * 4 + DTYPES
+    calls = []
+    for _ in range(d(st.integers(1, 4))):
+        kind = d(st.sampled_from(["step", "step", "step", "reset_state", "set_state"]))
+        Nv = N if isinstance(N, int) and 0 <= N <= 4 else 2
+        T = d(st.integers(0, 6))
+        shape_kind = d(st.integers(0, 9))
+        if shape_kind <= 3:
+            shape = (Nv, I)
+        elif shape_kind <= 6:
+            shape = (T, Nv, I) if not kw["batch_first"] else (Nv, T, I)
+        elif shape_kind <= 8:
+            shape = d(small_shape())
+        else:
+            shape = d(huge_shape)
+        layout = "bcast" if shape_kind > 8 else d(st.sampled_from(["c"] * 6 + LAYOUTS))
+        x = ("arr", shape, d(st.sampled_from(xdts)), layout, d(st.sampled_from(FILLS)),
+             d(st.integers(0, 999)))
+        reset = None
+        rk = d(st.integers(0, 4))
+        if rk == 1:
+            # (a huge x is a broadcast view; its reset mask must not be a real array)
+            rshape = shape[:-1] if len(shape) >= 2 and shape_kind <= 8 else (Nv,)
+            reset = ("arr", rshape, d(st.sampled_from(["bool", "bool", "int64", "float64"])),
+                     d(st.sampled_from(["c", "c", "strided", "list"])), "zeros", 3)
+        elif rk == 2:
+            reset = ("arr", d(small_shape(0, 3)), "bool", "c", "mixed", 4)
+        elif rk == 3:
+            reset = d(st.sampled_from(["yes", 1, 2.5, True]))
+        out = None
+        ok = d(st.integers(0, 3))
+        if ok == 1:
+            out = ("same_as_y",)
+        elif ok == 2:
+            out = ("arr", d(small_shape(1, 3)), d(st.sampled_from(xdts)),
+                   d(st.sampled_from(["c", "f", "strided", "readonly"])), "zeros", 5)
+        elif ok == 3:
+            out = ("alias_x",)
+        mask = None
+        if d(st.booleans()):
+            mask = ("arr", d(st.sampled_from([(Nv,), (Nv + 1,), (), (Nv, 1)])),
+                    d(st.sampled_from(["bool", "int64"])), "c", "mixed", 6)
+        calls.append({"kind": kind, "x": x, "reset": reset, "out": out, "mask": mask})
+    return {"cls": cls, "I": I, "H": H, "kw": kw, "eval": eval_mode, "N": N,
+            "max_chunk": max_chunk, "init": init, "calls": calls}
+
+
+def run_stream(spec):
+    np = _np()
+    import rnnfast
+    cls = getattr(rnnfast, spec["cls"])
+    kw = {k: build_value(v) for k, v in spec["kw"].items()}
+    layer = cls(spec["I"], spec["H"], seed=0, **kw)
+    layer.train(not spec["eval"])
+    s = rnnfast.Streamer(layer, build_value(spec["N"]), max_chunk=build_value(spec["max_chunk"]),
+                         initial_state=build_value(spec["init"]))
+    for c in spec["calls"]:
+        if c["kind"] == "reset_state":
+            s.reset_state(build_value(c["mask"]))
+            continue
+        if c["kind"] == "set_state":
+            s.set_state(tuple(a.copy() for a in s.state) if isinstance(s.state, tuple)
+                        else s.state.copy())
+            continue
+        x = build_value(c["x"])
+        out = c["out"]
+        if out == ("same_as_y",):
+            xa = np.asarray(x)
+            shape = xa.shape[:-1] + (s.h.shape[-1],)
+            out = np.empty(shape, s.dtype) if xa.ndim and np.prod(shape) < 1e6 else None
+        elif out == ("alias_x",):
+            out = x
+        else:
+            out = build_value(out)
+        s.step(x, reset=build_value(c["reset"]), out=out)
+    return "ok"
+
+
+DRAW = {"layers": draw_layers, "functional": draw_functional, "loaders": draw_loaders,
+        "stream": draw_stream}
+RUN = {"layers": run_layers, "functional": run_functional, "loaders": run_loaders,
+       "stream": run_stream}
 
 
 # ==================================================================== worker
