@@ -103,8 +103,8 @@ def _plot(out, got):
     import matplotlib.pyplot as plt
     os.makedirs(out, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, key, title in ((axes[0], "c1", "dE/dw1 (rows 1-4 summed)"),
-                           (axes[1], "c2", "dE/dw2 (rows 1-4 summed)")):
+    for ax, key, title, row in ((axes[0], "c1", "dE/dw1 (rows 1-4 summed)", "input"),
+                                (axes[1], "c2", "dE/dw2 (rows 1-4 summed)", "hidden")):
         m = np.asarray(got[key])
         lim = np.max(np.abs(m))
         im = ax.imshow(m, cmap="coolwarm", vmin=-lim, vmax=lim)
@@ -112,7 +112,7 @@ def _plot(out, got):
             ax.text(j, i, f"{v:.4f}", ha="center", va="center", fontsize=9)
         ax.set_title(title, fontsize=10)
         ax.set_xticks(range(m.shape[1]), [f"unit {j + 1}" for j in range(m.shape[1])])
-        ax.set_yticks(range(m.shape[0]), ["bias"] + [f"in {i}" for i in range(1, m.shape[0])])
+        ax.set_yticks(range(m.shape[0]), ["bias"] + [f"{row} {i}" for i in range(1, m.shape[0])])
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(f"seed 003 MLP: yhat = [{got['yhat'][0]:.4f}, {got['yhat'][1]:.4f}], "
                  f"E = {got['E']:.4f}", fontsize=11)
