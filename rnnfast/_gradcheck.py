@@ -97,7 +97,9 @@ def gradcheck(model_or_layer, inputs, loss_fn=None, eps=1e-6, rtol=1e-6, atol=1e
     ----------
     model_or_layer : rnnfast layer, RNN/LSTM/GRU, Sequential or Seq2Seq
         Its parameters must be float64 (finite differences in float32 are too coarse).
-        Dropout is switched off for the check.
+        Dropout is switched off for the check.  An Embedding's padding row is not
+        compared with finite differences (it gets no gradient by definition); its
+        gradient must be exactly zero.
     inputs : ndarray, or tuple
         ``x``; or ``(x, lengths)`` for Sequential / layers (``x`` batch first for
         Sequential, the layer's own layout for a bare recurrent layer); for Seq2Seq
@@ -160,12 +162,14 @@ def gradcheck(model_or_layer, inputs, loss_fn=None, eps=1e-6, rtol=1e-6, atol=1e
             model._release()
             return float(loss_fn(o)[0])
 
+        frozen = _frozen_rows(model)
         errors = {}
         for name, p in params.items():
             a = analytic.get(name)
             if a is None:
                 a = np.zeros_like(p)
-            errors[name] = _check_array(p, a, loss_at, eps, rtol, atol, n_samples, rng)
+            errors[name] = _check_array(p, a, loss_at, eps, rtol, atol, n_samples, rng,
+                                        skip_row=frozen.get(name))
         if check_input and not s2s and x.dtype.kind == "f" and dx is not None:
             if x.dtype != np.float64:
                 raise ValueError(f"gradcheck: the input is {x.dtype}; use float64")
@@ -183,11 +187,31 @@ def gradcheck(model_or_layer, inputs, loss_fn=None, eps=1e-6, rtol=1e-6, atol=1e
     return report
 
 
-def _check_array(p, analytic, loss_at, eps, rtol, atol, n_samples, rng):
+def _frozen_rows(model, prefix=""):
+    """``{param name: row}`` for Embedding padding rows, which get no gradient by
+    definition (PyTorch's padding_idx) although the forward uses them."""
+    from .layers import Embedding
+    from .models import Sequential
+    out = {}
+    for name, layer in model._modules():
+        if isinstance(layer, Embedding) and layer.padding_idx is not None:
+            out[f"{prefix}{name}.weight"] = layer.padding_idx
+        elif isinstance(layer, Sequential):
+            out.update(_frozen_rows(layer, f"{prefix}{name}."))
+    return out
+
+
+def _check_array(p, analytic, loss_at, eps, rtol, atol, n_samples, rng, skip_row=None):
     flat = p.reshape(-1)
     if not np.shares_memory(flat, p):   # pragma: no cover - parameters are contiguous
         raise ValueError("gradcheck: parameters must be contiguous arrays")
     idx = np.arange(flat.size)
+    if skip_row is not None:   # padding row of an Embedding: its gradient must be 0
+        row = np.arange(flat.size) // p.shape[1] == skip_row
+        if np.any(analytic.reshape(-1)[row] != 0):
+            return {"max_abs": float(np.max(np.abs(analytic.reshape(-1)[row]))),
+                    "max_rel": 1.0, "n_checked": int(row.sum()), "ok": False}
+        idx = idx[~row]
     if n_samples is not None and n_samples < flat.size:
         idx = rng.choice(flat.size, size=int(n_samples), replace=False)
     a_flat = analytic.reshape(-1)
