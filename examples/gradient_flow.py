@@ -30,16 +30,8 @@ import numpy as np
 
 import _common  # noqa: F401  (makes rnnfast importable from a checkout)
 import rnnfast
-
-
-def orthogonal(rows, cols, rng, gain=1.0):
-    """A (rows, cols) matrix with orthonormal columns (or rows), times gain."""
-    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
-    q, r = np.linalg.qr(a)
-    q *= np.sign(np.diag(r))          # unique, uniformly distributed
-    if rows < cols:
-        q = q.T
-    return gain * q[:rows, :cols]
+import rnnfast.init
+from rnnfast.optim import clip_grad_norm
 
 
 def make_layer(cell, input_size, hidden, seed, init="default", gain=1.0, forget_bias=0.0):
@@ -50,7 +42,7 @@ def make_layer(cell, input_size, hidden, seed, init="default", gain=1.0, forget_
         w = layer.weight_hh_l0
         n_gates = w.shape[0] // hidden
         for g in range(n_gates):       # each gate's block is its own orthogonal matrix
-            w[g * hidden:(g + 1) * hidden] = orthogonal(hidden, hidden, rng, gain)
+            rnnfast.init.orthogonal_(w[g * hidden:(g + 1) * hidden], gain=gain, rng=rng)
         for name in ("bias_ih_l0", "bias_hh_l0"):
             getattr(layer, name)[...] = 0.0
     if forget_bias:                    # LSTM gate order i, f, g, o: rows H..2H are f
@@ -92,18 +84,16 @@ def state_gradient_norms(layer, cell, x, v):
     return norms_h, norms_c
 
 
-def parameter_gradient_norm(layer, x, v):
+def parameter_gradients(layer, x, v):
     layer.train()
     y, _ = layer(x)
     dy = np.zeros_like(y)
     dy[-1] = v
-    grads = layer.backward(dy)[-1]
+    return dict(layer.backward(dy)[-1])
+
+
+def global_norm(grads):
     return float(np.sqrt(sum(np.sum(g * g) for g in grads.values())))
-
-
-def clip_by_global_norm(norm, max_norm):
-    """The factor clip_grad_norm multiplies every gradient by."""
-    return min(1.0, max_norm / (norm + 1e-6))
 
 
 def decay_ratio(norms):
@@ -157,9 +147,10 @@ def main(argv=None):
     raw, clipped = [], []
     layer = make_layer("rnn", I, H, args.seed, "orthogonal", 2.0)
     for L in lengths:
-        g = parameter_gradient_norm(layer, x_small[:L], v)
-        raw.append(g)
-        clipped.append(g * clip_by_global_norm(g, 1.0))
+        grads = parameter_gradients(layer, x_small[:L], v)
+        before = clip_grad_norm(grads, 1.0)        # in place; returns the norm before
+        raw.append(before)
+        clipped.append(global_norm(grads))
     print(f"clipping (gain-2 RNN, max_norm 1): parameter-gradient norm at T={lengths[-1]} "
           f"{raw[-1]:.3e} -> {clipped[-1]:.3f}; at T={lengths[0]} {raw[0]:.3e} -> "
           f"{clipped[0]:.3f}")
