@@ -38,7 +38,7 @@ def main(argv=None):
     _common.apply_threads(args)
     t0 = time.perf_counter()
     hidden = args.hidden or (32 if args.quick else 64)
-    steps = args.steps or (300 if args.quick else 1500)
+    steps = args.steps or (200 if args.quick else 1500)
     rng = np.random.default_rng(args.seed)
     n = 6000
     s, clean = series(n, rng)

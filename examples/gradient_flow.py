@@ -21,14 +21,13 @@ ratio over the full distance for each configuration.
 
 Run: python examples/gradient_flow.py [--quick] [--out DIR]
 """
-import argparse
 import os
 import sys
 import time
 
 import numpy as np
 
-import _common  # noqa: F401  (makes rnnfast importable from a checkout)
+import _common
 import rnnfast
 import rnnfast.init
 from rnnfast.optim import clip_grad_norm
@@ -103,13 +102,11 @@ def decay_ratio(norms):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short sequences, small layers")
+    p = _common.parser(__doc__)
     p.add_argument("--steps", type=int, default=None, help="sequence length T")
     p.add_argument("--hidden", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="examples_out")
     args = p.parse_args(argv)
+    _common.apply_threads(args)
     T = args.steps or (30 if args.quick else 100)
     H = args.hidden or (32 if args.quick else 64)
     N, I = 8, 8

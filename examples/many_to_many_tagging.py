@@ -64,8 +64,8 @@ def main(argv=None):
     _common.apply_threads(args)
     t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)
-    n_train, max_len = (800, 24) if args.quick else (3000, 40)
-    epochs = args.epochs or (8 if args.quick else 15)
+    n_train, max_len = (600, 24) if args.quick else (3000, 40)
+    epochs = args.epochs or (6 if args.quick else 15)
     x_tr, y_tr, l_tr = make_data(n_train, rng, max_len)
     x_te, y_te, l_te = make_data(500, rng, max_len)
 
