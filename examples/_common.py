@@ -7,7 +7,7 @@ import os
 import sys
 
 try:
-    import rnnfast  # noqa: F401
+    import rnnfast as _rnnfast  # noqa: F401
 except ImportError:  # running from a checkout: the repository root holds the package
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

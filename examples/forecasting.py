@@ -43,7 +43,7 @@ def main(argv=None):
     n = 6000
     s, clean = series(n, rng)
     split = 5000
-    train, test = s[:split], s[split:]
+    train = s[:split]
     W = 60
     gru = rnnfast.GRU(1, hidden, batch_first=True, seed=args.seed)
     head = Linear(hidden, 1, seed=args.seed + 1)
@@ -63,7 +63,8 @@ def main(argv=None):
         losses.append(loss)
     # one-step-ahead over the test part: the whole test series in one call, the state
     # warmed up on the end of the training part
-    gru.eval(), head.eval()
+    gru.eval()
+    head.eval()
     ctx = s[split - 200:]
     pred = head(gru(ctx[None, :-1, None])[0])[0, :, 0][199:]   # predicts s[split:]
     truth = s[split:]

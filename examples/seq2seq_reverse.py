@@ -104,8 +104,8 @@ def main(argv=None):
     _common.apply_threads(args)
     t0 = time.perf_counter()
     lo, hi = (2, 5) if args.quick else (3, 8)
-    hidden = args.hidden or (64 if args.quick else 128)
-    steps = args.steps or (400 if args.quick else 2500)
+    hidden = args.hidden or 64
+    steps = args.steps or (400 if args.quick else 3000)
     rng = np.random.default_rng(args.seed)
     model = Seq2Seq(hidden, args.seed)
     opt = Adam(model.params(), lr=5e-3)
