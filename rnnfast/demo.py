@@ -42,12 +42,15 @@ SIGNAL_TITLES = {"in_string": "inside a string literal",
 
 
 # ---------------------------------------------------------------------------- corpus
-def stdlib_text(max_chars=2_000_000, max_file_chars=150_000):
+def stdlib_text(max_chars=2_000_000, max_file_chars=100_000):
     """The default corpus: top-level ``.py`` files of the standard library.
 
-    Files are taken in sorted name order from ``sysconfig.get_paths()['stdlib']``,
-    skipping files that are not valid UTF-8 and files longer than ``max_file_chars``
-    (so one module does not dominate), until ``max_chars`` characters are collected.
+    The candidates are the files in ``sysconfig.get_paths()['stdlib']`` that are valid
+    UTF-8, not private (no leading underscore: that skips generated tables such as
+    ``_sysconfigdata*``) and at most ``max_file_chars`` long, in sorted name order.  If
+    together they exceed ``max_chars``, every k-th is taken (k as small as keeps the
+    total near ``max_chars``), so the selection spans the alphabet; the held-out
+    passage of the demo is then the last files.  Deterministic for one interpreter.
 
     Returns
     -------
@@ -61,28 +64,33 @@ def stdlib_text(max_chars=2_000_000, max_file_chars=150_000):
     if not root or not os.path.isdir(root):
         raise ValueError(f"the standard library directory {root!r} of this interpreter "
                          f"was not found; pass --text FILE")
-    parts, starts, names, total = [], [], [], 0
+    candidates = []
     for name in sorted(os.listdir(root)):
-        if not name.endswith(".py"):
+        if not name.endswith(".py") or name.startswith("_"):
             continue
         path = os.path.join(root, name)
         try:
+            if os.path.getsize(path) > 4 * max_file_chars:
+                continue
             with open(path, "rb") as f:
-                raw = f.read(max_file_chars * 4 + 1)
-            src = raw.decode("utf-8")
+                src = f.read().decode("utf-8")
         except (OSError, UnicodeDecodeError):
             continue
         src = src.replace("\r\n", "\n")
-        if not src.strip() or len(src) > max_file_chars:
-            continue
+        if src.strip() and len(src) <= max_file_chars:
+            candidates.append((name, src if src.endswith("\n") else src + "\n"))
+    if not candidates:
+        raise ValueError(f"no readable .py files in {root!r}; pass --text FILE")
+    total_all = sum(len(src) + 1 for _, src in candidates)
+    stride = max(1, -(-total_all // max_chars))
+    parts, starts, names, total = [], [], [], 0
+    for name, src in candidates[::stride]:
         starts.append(total)
         names.append(name)
-        parts.append(src if src.endswith("\n") else src + "\n")
-        total += len(parts[-1]) + 1
+        parts.append(src)
+        total += len(src) + 1
         if total >= max_chars:
             break
-    if not parts:
-        raise ValueError(f"no readable .py files in {root!r}; pass --text FILE")
     return "\n".join(parts), starts, names
 
 
@@ -429,13 +437,15 @@ def main_args(args):
     """Run the demo on parsed arguments (used by ``python -m rnnfast demo``)."""
     try:
         return run(args)
-    except ValueError as e:
+    except (ValueError, OSError) as e:      # bad input, or an unwritable --out
         print(f"rnnfast demo: error: {e}", file=sys.stderr)
         return 2
 
 
 def run(args):
     _check_args(args)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out}: exists and is not a directory")
     if args.threads is None:
         return _run(args)
     import rnnfast
@@ -493,14 +503,17 @@ def _run(args):
     xs = train_ids[:n * B].reshape(B, n).T          # (n, B): B contiguous streams
     ts = train_ids[1:n * B + 1].reshape(B, n).T
     budget = args.minutes * 60.0
-    held_eval = held_ids[:60_000]
+    held_eval = held_ids[:30_000]     # the same slice for every held-out figure
     print(f"model: Embedding({len(chars)}, {model.embed.embedding_dim}) -> "
           f"{args.cell.upper()}(hidden {args.hidden}) -> Linear({len(chars)}); "
           f"TBPTT chunks of {K} x {B} streams; budget {budget:.0f} s")
 
     bar = None
-    if not args.no_progress:
+    try:
         from tqdm import tqdm
+    except ImportError:                      # optional: train without a bar
+        tqdm = None
+    if not args.no_progress and tqdm is not None:
         bar = tqdm(total=round(budget), unit="s", desc="training", leave=False,
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
     write = bar.write if bar is not None else print
@@ -543,7 +556,7 @@ def _run(args):
         last = now
         if now - t0 >= next_sample:
             next_sample += budget / 4
-            hb = evaluate_bpc(model, held_eval[:20_000])
+            hb = evaluate_bpc(model, held_eval)
             history["held_step"].append(step)
             history["held_bpc"].append(hb)
             s = sample(model, itos, stoi, primer, 240, 0.7, rng)
@@ -642,7 +655,7 @@ def _plot_loss(path, history, chars_per_step):
                     label=f"training (mean of {w})")
     if history["held_bpc"]:
         ax.plot(history["held_step"], history["held_bpc"], "o-", color="tab:red",
-                label="held-out")
+                label="held-out (first 30,000 characters)")
     ax.set_xlabel(f"step ({chars_per_step:,} characters each)")
     ax.set_ylabel("loss (bits per character)")
     ax.set_title("rnnfast demo: character-level model")
