@@ -103,7 +103,7 @@ def main(argv=None):
             layer.train()
         accs.append(masked_accuracy(pred, y_te, l_te))
     acc = accs[-1]
-    show = int(np.argmax(l_te[:50]))       # a long one shows more nesting
+    show = int(np.argmax(y_te[:50].max(axis=1) * 100 + l_te[:50]))   # deep, then long
     seq = " ".join(TOKENS[t] for t in x_te[show, :l_te[show]])
     print(f"example: {seq}")
     print(f"  tags : {' '.join(str(t) for t in y_te[show, :l_te[show]])}")

@@ -71,7 +71,10 @@ def run():
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="examples_out", help="directory for the PNG")
-    p.add_argument("--quick", action="store_true", help="accepted for uniformity")
+    # accepted for uniformity with the other examples (this one is NumPy only)
+    p.add_argument("--quick", action="store_true", help="no effect here")
+    p.add_argument("--seed", type=int, default=0, help="no effect here")
+    p.add_argument("--threads", type=int, default=None, help="no effect here")
     args = p.parse_args(argv)
 
     got, w1_new, w2_new = run()
