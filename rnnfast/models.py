@@ -521,7 +521,7 @@ def _early_stopping(owner, es, has_val):
         raise ValueError(f"{owner}: early_stopping['monitor'] must be 'loss' or 'val_loss', got "
                          f"{out['monitor']!r}")
     if out["monitor"] == "val_loss" and not has_val:
-        raise ValueError(f"{owner}: early stopping on 'val_loss' needs validation_data")
+        raise ValueError(f"{owner}: early_stopping monitors 'val_loss', which needs validation_data")
     return out
 
 
@@ -845,9 +845,9 @@ class Sequential(_Trainer):
         return self._train_tbptt(x, y, lengths, epoch, bi, history)
 
     def _train_tbptt(self, x, y, lengths, epoch, bi, history):
-        """Windows ``[e - k2, e)`` for ``e = k1, 2 k1, ..., T``: one update each, from the
-        loss of the window's last (new) k1 steps, backpropagated through the whole
-        window.  The state at a window's start is the previous window's final state
+        """Chunks ``[c, c + k1)`` for ``c = 0, k1, 2 k1, ...`` (the last one may be
+        shorter): one update each, from the loss of the chunk's steps, backpropagated
+        through the window ``[c + k1 - k2, c + k1)`` (clipped to ``[0, T)``).  The state at a window's start is the previous window's final state
         (k1 == k2) or is recomputed by a forward without backward from the last carried
         state; states never carry gradients across windows."""
         k1, k2 = self._tbptt
@@ -858,7 +858,7 @@ class Sequential(_Trainer):
         first = 0
         while first < T:
             e = min(first + k1, T)
-            s = max(0, e - k2)
+            s = max(0, first + k1 - k2)
             if s > pos:
                 state = self._advance(x[:, pos:s], np.clip(lens - pos, 0, s - pos), state)
                 pos = s
@@ -874,7 +874,7 @@ class Sequential(_Trainer):
             self.backward(g)
             self._step_guarded(epoch, bi, history)
             stats.append((sm, c, corr, na))
-            if max(0, min(e + k1, T) - k2) == e:   # the next window starts where this ended
+            if max(0, e + k1 - k2) == e:   # the next window starts where this one ended
                 state, pos = _detach(new_state), e
             first = e
         return stats
