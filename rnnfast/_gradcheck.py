@@ -145,6 +145,8 @@ def gradcheck(model_or_layer, inputs, loss_fn=None, eps=1e-6, rtol=1e-6, atol=1e
 
     restore = _dropouts_off(model)
     was = model.training
+    stateful = getattr(model, "stateful", False)
+    model.stateful = False   # every evaluation must start from the same state
     try:
         model.train()
         out = forward()
@@ -179,6 +181,7 @@ def gradcheck(model_or_layer, inputs, loss_fn=None, eps=1e-6, rtol=1e-6, atol=1e
                                            n_samples, rng)
     finally:
         restore()
+        model.stateful = stateful
         model._release()
         model.train(was)
     report = GradcheckReport(errors, rtol, atol, eps)

@@ -44,6 +44,16 @@ def _check_float_input(owner, name, x, dtype=None):
     return x
 
 
+def _check_size(owner, shape, dtype, what):
+    """Refuse parameters larger than the machine's memory (a ValueError, not a MemoryError
+    or an overcommitted allocation)."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    limit = _v.available_memory_bytes()
+    if nbytes > limit:
+        raise ValueError(f"{owner}: the {what} would need {nbytes / 2**30:.3g} GiB, more than "
+                         f"the {limit / 2**30:.3g} GiB of memory of this machine")
+
+
 def _need_cache(owner, cache):
     if cache is None:
         raise RuntimeError(f"{owner}.backward() needs a training-mode forward first "
@@ -168,6 +178,7 @@ class Embedding(Layer):
         self.padding_idx = padding_idx
         self.dtype = _v.check_dtype(owner, dtype)
         rng = _v.check_seed(owner, seed)
+        _check_size(owner, (self.num_embeddings, self.embedding_dim), self.dtype, "weight")
         self.weight = rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
         if padding_idx is not None:
             self.weight[padding_idx] = 0
@@ -236,6 +247,7 @@ class Linear(Layer):
         self.bias_enabled = _v.check_bool(owner, "bias", bias)
         self.dtype = _v.check_dtype(owner, dtype)
         rng = _v.check_seed(owner, seed)
+        _check_size(owner, (self.out_features, self.in_features), self.dtype, "weight")
         k = 1.0 / math.sqrt(self.in_features)
         self.weight = rng.uniform(-k, k, (self.out_features, self.in_features)).astype(self.dtype)
         if self.bias_enabled:
@@ -451,6 +463,8 @@ class RepeatVector(Layer):
     def __init__(self, n):
         super().__init__()
         self.n = _v.check_int("RepeatVector", "n", n)
+        if self.n > 2**31:
+            raise ValueError(f"RepeatVector: 'n' must be at most 2**31, got {self.n}")
 
     def forward(self, x):
         x = _check_float_input("RepeatVector", "input", x)

@@ -112,7 +112,31 @@ class _Trainer:
         return out
 
     def parameters(self):
+        """List of the parameter arrays (the layers' own)."""
         return list(self.named_parameters().values())
+
+    def count_params(self):
+        """Total number of parameter values."""
+        return int(sum(p.size for p in self.parameters()))
+
+    def summary(self):
+        """A table of the layers with their parameter counts (a string)."""
+        rows = [("layer", "type", "parameters")]
+        for prefix, layer in self._modules():
+            n = sum(p.size for p in _layer_params(layer).values())
+            desc = type(layer).__name__
+            if _is_recurrent(layer):
+                desc = repr(layer)
+            elif hasattr(layer, "config"):
+                desc = repr(layer)
+            rows.append((prefix, desc.replace("\n", " "), str(n)))
+        w0 = max(len(r[0]) for r in rows)
+        w1 = min(max(len(r[1]) for r in rows), 90)
+        lines = [f"{r[0]:<{w0}}  {r[1][:w1]:<{w1}}  {r[2]:>12}" for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append("-" * len(lines[0]))
+        lines.append(f"total parameters: {self.count_params()} ({self.dtype})")
+        return "\n".join(lines)
 
     @property
     def grads(self):
@@ -337,6 +361,8 @@ class _Trainer:
         self._diverge_state = {"good": good, "cand": cand, "params": params}
         for epoch in range(epochs):
             self.train()
+            if getattr(self, "stateful", False):
+                self.reset_states()
             order = rng.permutation(n) if shuffle else np.arange(n)
             bar = None
             if bar_cls is not None:
@@ -436,6 +462,9 @@ class _Trainer:
 
     def _evaluate_arrays(self, data, batch_size):
         self.eval()
+        stateful = getattr(self, "stateful", False)
+        if stateful:
+            self.stateful = False   # evaluation is stateless and leaves the states alone
         try:
             n = next(len(v) for v in data.values() if v is not None)
             tot_loss, tot_count, tot_correct, tot_acc = 0.0, 0, 0, 0
@@ -448,6 +477,8 @@ class _Trainer:
                 tot_correct += corr
                 tot_acc += na
         finally:
+            if stateful:
+                self.stateful = True
             self.train()
         logs = {"loss": tot_loss / tot_count if tot_count else 0.0}
         if self._classification() and tot_acc:
@@ -544,7 +575,13 @@ class Sequential(_Trainer):
         :mod:`rnnfast.layers` layers, recurrent layers (:class:`rnnfast.RNN`,
         :class:`~rnnfast.LSTM`, :class:`~rnnfast.GRU`) and nested :class:`Sequential`.
         Recurrent layers get ``lengths`` and pass on their output sequence ``y``
-        (their final states are used only to carry state across TBPTT chunks).
+        (their final states are used only to carry state across TBPTT chunks, or
+        across calls when ``stateful``).
+    stateful : bool, default False
+        Each forward starts from the final states of the previous one (same batch
+        size; no gradient flows across calls) until :meth:`reset_states`.  ``fit``
+        resets them at every epoch and whenever the batch size changes;
+        ``evaluate`` runs statelessly.
 
     Examples
     --------
@@ -558,7 +595,9 @@ class Sequential(_Trainer):
     <rnnfast.models.Sequential object at ...>
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers, stateful=False):
+        self.stateful = _v.check_bool("Sequential", "stateful", stateful)
+        self._states = None
         if isinstance(layers, (Layer, Sequential)) or _is_recurrent(layers):
             layers = [layers]
         try:
@@ -597,6 +636,10 @@ class Sequential(_Trainer):
         inner = ",\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential(\n{inner}\n)"
 
+    def reset_states(self):
+        """Forget the states a ``stateful`` model carries."""
+        self._states = None
+
     @property
     def recurrent_layers(self):
         return [layer for layer in self.layers if _is_recurrent(layer)]
@@ -613,6 +656,13 @@ class Sequential(_Trainer):
         """
         states_in = initial_state
         n_rec = len(self.recurrent_layers)
+        if states_in is None and self.stateful and self._states is not None:
+            n = np.shape(x)[0] if np.ndim(x) else 0
+            carried = _state_rows(self._states[0]) if self._states else n
+            if carried != n:
+                raise ValueError(f"Sequential.forward: this stateful model carries states for "
+                                 f"{carried} sequences, x has {n}; call reset_states() first")
+            states_in = self._states
         if states_in is not None and len(states_in) != n_rec:
             raise ValueError(f"Sequential.forward: 'initial_state' must have one entry per "
                              f"recurrent layer ({n_rec}), got {len(states_in)}")
@@ -642,6 +692,8 @@ class Sequential(_Trainer):
                 x = layer(x, lengths)
             else:
                 x = layer(x)
+        if self.stateful:
+            self._states = _detach(states_out)
         return (x, states_out) if return_state else x
 
     def backward(self, dy):
@@ -680,6 +732,17 @@ class Sequential(_Trainer):
             raise ValueError(f"{owner}: {name!r} must hold at least one sample, got shape "
                              f"{x.shape}")
         return x
+
+    @staticmethod
+    def _check_finite(owner, x, lengths, name="x"):
+        """Float inputs must be finite at the valid steps (padding may hold anything)."""
+        if x.dtype.kind != "f":
+            return
+        if lengths is not None:
+            x = x[np.arange(x.shape[1])[None, :] < lengths[:, None]]
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{owner}: {name!r} holds NaN or Inf"
+                             + (" at valid steps" if lengths is not None else ""))
 
     def _check_lengths(self, owner, lengths, x, name="lengths"):
         if lengths is None:
@@ -730,16 +793,20 @@ class Sequential(_Trainer):
         return y
 
     def _probe(self, x, lengths):
-        was = self.training
+        """The output for a few samples, in eval mode, leaving carried states alone."""
+        was, stateful = self.training, self.stateful
         self.eval()
+        self.stateful = False
         try:
             return self.forward(x, lengths)
         finally:
+            self.stateful = stateful
             self.train(was)
 
     def _data(self, owner, x, y, lengths, names=("x", "y", "lengths")):
         x = self._check_x(owner, x, names[0])
         lengths = self._check_lengths(owner, lengths, x, names[2])
+        self._check_finite(owner, x, lengths, names[0])
         y = self._check_y(owner, y, x, lengths, names[1])
         return {"x": x, "y": y, "lengths": lengths}
 
@@ -834,6 +901,9 @@ class Sequential(_Trainer):
 
     def _train_batch(self, batch, epoch, bi, history):
         x, y, lengths = batch["x"], batch["y"], batch["lengths"]
+        if self.stateful and self._states is not None and (
+                _state_rows(self._states[0]) != x.shape[0]):
+            self.reset_states()
         if self._tbptt is None:
             self._guard_begin()
             out = self.forward(x, lengths)
@@ -928,6 +998,7 @@ class Sequential(_Trainer):
         batch_size = _v.check_int(owner, "batch_size", batch_size)
         x = self._check_x(owner, x)
         lengths = self._check_lengths(owner, lengths, x)
+        self._check_finite(owner, x, lengths)
         was = self.training
         self.eval()
         try:
@@ -939,7 +1010,14 @@ class Sequential(_Trainer):
         return np.concatenate(outs, axis=0)
 
     def _spec(self):
-        return {"class": "Sequential", "layers": [_layer_spec(layer) for layer in self.layers]}
+        spec = {"class": "Sequential", "layers": [_layer_spec(layer) for layer in self.layers]}
+        if self.stateful:
+            spec["stateful"] = True
+        return spec
+
+
+def _state_rows(state):
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
 
 
 def _detach(states):
@@ -1279,7 +1357,10 @@ def _build(spec, bad):
         layers = spec.get("layers")
         if not isinstance(layers, list) or not layers:
             raise bad("Sequential without layers")
-        return Sequential([_build(s, bad) for s in layers])
+        stateful = spec.get("stateful", False)
+        if not isinstance(stateful, bool):
+            raise bad("Sequential 'stateful' is not a bool")
+        return Sequential([_build(s, bad) for s in layers], stateful=stateful)
     if cls == "Seq2Seq":
         parts = spec.get("parts")
         if not isinstance(parts, dict) or set(parts) != set(Seq2Seq._PARTS):

@@ -443,9 +443,13 @@ def test_load_rejects_corrupt_and_foreign_files(tmp_path):
     cfg3["model"]["layers"][1]["config"]["in_features"] = -3
     weights["__rnnfast_model__"] = np.array(json.dumps(cfg3))
     _write_npz(tmp_path / "bad_config.npz", **weights)
+    cfg4 = json.loads(json.dumps(cfg))
+    cfg4["model"]["layers"][1]["config"]["in_features"] = 2**45
+    weights["__rnnfast_model__"] = np.array(json.dumps(cfg4))
+    _write_npz(tmp_path / "huge.npz", **weights)
     names = list(cases) + ["plain.npy", "noconfig.npz", "foreign.npz", "badjson.npz",
                            "objects.npz", "layer.npz", "missing.npz", "shape.npz",
-                           "unknown_class.npz", "bad_config.npz"]
+                           "unknown_class.npz", "bad_config.npz", "huge.npz"]
     for name in names:
         with pytest.raises(ValueError, match="not a valid rnnfast model file"):
             load(tmp_path / name)
@@ -598,3 +602,68 @@ def test_seq2seq_validation():
     m2.bos = None
     with pytest.raises(ValueError, match="start token"):
         m2.fit(x, y, lx, ly, progress=False)
+
+
+# ------------------------------------------------------------------ stateful etc.
+
+
+def test_stateful_forward_carries_states():
+    x, _ = _running_sum_task(3, T=12)
+    ref = _tagger(cell="LSTM")
+    full = ref.predict(x)
+    model = _tagger(cell="LSTM")
+    model.stateful = True
+    model.eval()
+    parts = [model.forward(x[:, s:s + 4]) for s in range(0, 12, 4)]
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), full, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="reset_states"):
+        model.forward(x[:2, :4])
+    model.reset_states()
+    np.testing.assert_allclose(model.forward(x[:, :4]), full[:, :4], rtol=0, atol=1e-14)
+    # evaluate is stateless and leaves the carried states alone
+    carried = [np.array(a) for st in model._states for a in st]
+    model.compile("mse", "adam")
+    model.evaluate(x, np.zeros((3, 12, 1)))
+    assert all(np.array_equal(a, b) for a, b in zip(carried, [np.array(a) for st in
+                                                               model._states for a in st]))
+
+
+def test_stateful_fit_and_save(tmp_path):
+    x, y = _running_sum_task(20, T=6)
+    model = Sequential([rnnfast.GRU(2, 6, batch_first=True, dtype=np.float64, seed=3),
+                        Linear(6, 1, dtype=np.float64, seed=4)], stateful=True)
+    model.compile("mse", optim.Adam(model.named_parameters(), lr=1e-2))
+    hist = model.fit(x, y, epochs=3, batch_size=8, shuffle=False, progress=False)  # 8, 8, 4
+    assert len(hist.history["loss"]) == 3
+    model.save(tmp_path / "s.npz")
+    assert load(tmp_path / "s.npz").stateful is True
+
+
+def test_summary_and_count_params():
+    model = _classifier()
+    n = 5 * 8 + 4 * 16 * (8 + 16) + 2 * 4 * 16 + 16 * 2 + 2
+    assert model.count_params() == n
+    text = model.summary()
+    assert "LSTM" in text and f"total parameters: {n}" in text and "Embedding" in text
+
+
+def test_nan_inputs_rejected_but_padding_may_hold_anything():
+    x, y = _running_sum_task(4, T=6)
+    model = _tagger()
+    model.compile("mse", "adam")
+    bad = x.copy()
+    bad[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match="'x'.*NaN"):
+        model.fit(bad, y, progress=False)
+    with pytest.raises(ValueError, match="'x'.*NaN"):
+        model.predict(bad)
+    lengths = np.array([6, 2, 6, 6])       # the NaN sits in sequence 1's padding
+    model.fit(bad, y, lengths, progress=False)
+    assert np.all(np.isfinite(model.predict(bad, lengths)[[0, 2, 3]]))
+
+
+def test_absurd_layer_sizes_raise_value_error():
+    with pytest.raises(ValueError, match="memory"):
+        Linear(2**40, 2**20)
+    with pytest.raises(ValueError, match="memory"):
+        Embedding(2**50, 8)
