@@ -343,7 +343,11 @@ class _Trainer:
             callbacks = []
         elif callable(callbacks) or hasattr(callbacks, "on_epoch_end"):
             callbacks = [callbacks]
-        callbacks = list(callbacks)
+        try:
+            callbacks = list(callbacks)
+        except TypeError:
+            raise TypeError(f"{owner}: 'callbacks' must be a list of callables, got "
+                            f"{_v.describe(callbacks)}") from None
         for cb in callbacks:
             if not (callable(cb) or hasattr(cb, "on_epoch_end")):
                 raise TypeError(f"{owner}: every callback must be callable(epoch, logs) or have "
@@ -1255,7 +1259,9 @@ class Seq2Seq(_Trainer):
     def _eval_batch(self, batch):
         x, y = batch["x"], batch["y"]
         ylen = batch["y_lengths"]
-        bos = getattr(self, "_bos_fit", None) or self.bos
+        bos = getattr(self, "_bos_fit", None)
+        if bos is None:
+            bos = self.bos
         logits = self.forward(x, self._decoder_inputs(y, bos), batch["lengths"], ylen)
         _, _, s, c, corr, na = self._loss(logits, y, ylen if ylen is not None else
                                           np.full(y.shape[0], y.shape[1], dtype=np.int64))
