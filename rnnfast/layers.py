@@ -262,7 +262,9 @@ class Linear(Layer):
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: expected input with last axis {self.in_features}, got "
                              f"shape {x.shape}")
-        y = x @ self.weight.T
+        # one GEMM over all leading axes (a stacked matmul would call BLAS per slice)
+        y = (x.reshape(-1, self.in_features) @ self.weight.T).reshape(
+            x.shape[:-1] + (self.out_features,))
         if self.bias is not None:
             y += self.bias
         self._cache = x if self.training else None
@@ -281,7 +283,7 @@ class Linear(Layer):
         if self.bias is not None:
             grads["bias"] = dy2.sum(axis=0)
         self.grads = grads
-        return dy @ self.weight
+        return (dy2 @ self.weight).reshape(x.shape)
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
