@@ -52,9 +52,8 @@ class GradcheckReport:
 
 
 def _adapter(obj):
-    """(forward(x, lengths), backward(dy) -> dx, named_parameters() dict, grads() dict,
-    release(), toggles) for layers, recurrent layers, Sequential and Seq2Seq."""
-    from .layers import Layer, Dropout
+    """A model (Sequential or Seq2Seq) for any layer, recurrent layer or model."""
+    from .layers import Layer
     from .models import Sequential, Seq2Seq, _is_recurrent
     if _is_recurrent(obj):
         obj = Sequential([obj])

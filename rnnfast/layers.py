@@ -179,7 +179,8 @@ class Embedding(Layer):
         self.dtype = _v.check_dtype(owner, dtype)
         rng = _v.check_seed(owner, seed)
         _check_size(owner, (self.num_embeddings, self.embedding_dim), self.dtype, "weight")
-        self.weight = rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
+        shape = (self.num_embeddings, self.embedding_dim)
+        self.weight = rng.standard_normal(shape).astype(self.dtype)
         if padding_idx is not None:
             self.weight[padding_idx] = 0
 
@@ -376,7 +377,8 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, seed=None):
         super().__init__()
-        if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.floating, np.integer)):
+        if isinstance(p, (bool, np.bool_)) or not isinstance(
+                p, (int, float, np.floating, np.integer)):
             raise TypeError(f"Dropout: 'p' must be a float in [0, 1), got {_v.describe(p)}")
         p = float(p)
         if not 0.0 <= p < 1.0:

@@ -216,7 +216,8 @@ class _Trainer:
             ids; ``"bce"``: logits and 0/1 targets of the output's shape; ``"mse"``.
             Sequence outputs ``(N, T, ...)`` are masked by ``lengths``.  A callable
             ``loss(output, y) -> (loss_value, d_output)`` (mean over the batch) is used
-            as is.
+            as is; if it has a ``lengths`` parameter it gets the batch's lengths (or
+            None).
         optimizer : rnnfast.optim optimizer, optimizer name, or None
             Built over ``model.named_parameters()``; a name ("adam", "sgd", "rmsprop",
             "adamw") or None (Adam, lr 1e-3) builds one with default settings.
@@ -230,7 +231,12 @@ class _Trainer:
         owner = f"{type(self).__name__}.compile"
         if callable(loss) and not isinstance(loss, str):
             self._loss_name, self._loss_fn = None, loss
-        elif loss in _losses.LOSSES:
+            try:
+                import inspect
+                self._loss_takes_lengths = "lengths" in inspect.signature(loss).parameters
+            except (TypeError, ValueError):
+                self._loss_takes_lengths = False
+        elif isinstance(loss, str) and loss in _losses.LOSSES:
             self._loss_name = {"softmax_cross_entropy": "cross_entropy",
                                "binary_cross_entropy_with_logits": "bce"}.get(loss, loss)
             self._loss_fn = _losses.LOSSES[loss]
@@ -274,7 +280,10 @@ class _Trainer:
         """(mean loss, d_out, loss_sum, count, correct, n_acc) for one batch."""
         name = self._loss_name
         if name is None:
-            res = self._loss_fn(out, y)
+            if getattr(self, "_loss_takes_lengths", False):
+                res = self._loss_fn(out, y, lengths=lengths)
+            else:
+                res = self._loss_fn(out, y)
             try:
                 loss, grad = res
             except (TypeError, ValueError):
@@ -556,7 +565,8 @@ def _early_stopping(owner, es, has_val):
         raise ValueError(f"{owner}: early_stopping['monitor'] must be 'loss' or 'val_loss', got "
                          f"{out['monitor']!r}")
     if out["monitor"] == "val_loss" and not has_val:
-        raise ValueError(f"{owner}: early_stopping monitors 'val_loss', which needs validation_data")
+        raise ValueError(f"{owner}: early_stopping monitors 'val_loss', which needs "
+                         f"validation_data")
     return out
 
 
@@ -921,9 +931,11 @@ class Sequential(_Trainer):
     def _train_tbptt(self, x, y, lengths, epoch, bi, history):
         """Chunks ``[c, c + k1)`` for ``c = 0, k1, 2 k1, ...`` (the last one may be
         shorter): one update each, from the loss of the chunk's steps, backpropagated
-        through the window ``[c + k1 - k2, c + k1)`` (clipped to ``[0, T)``).  The state at a window's start is the previous window's final state
-        (k1 == k2) or is recomputed by a forward without backward from the last carried
-        state; states never carry gradients across windows."""
+        through the window ``[c + k1 - k2, c + k1)`` (clipped to ``[0, T)``).  The state
+        at a window's start is the previous window's final state (k1 == k2) or is
+        recomputed by a forward without backward from the last carried state; states
+        never carry gradients across windows (weights change between windows, as in any
+        truncated BPTT)."""
         k1, k2 = self._tbptt
         N, T = x.shape[0], x.shape[1]
         lens = lengths if lengths is not None else np.full(N, T, dtype=np.int64)
@@ -1229,7 +1241,8 @@ class Seq2Seq(_Trainer):
             raise ValueError(f"{owner}: Seq2Seq trains with loss='cross_entropy'")
         bos = self._token(owner, "bos", bos) if bos is not None else self.bos
         if bos is None:
-            raise ValueError(f"{owner}: give the start token: Seq2Seq(..., bos=...) or fit(bos=...)")
+            raise ValueError(f"{owner}: give the start token: Seq2Seq(..., bos=...) or "
+                             f"fit(bos=...)")
         self._bos_fit = bos
         data = self._data(owner, x, y, lengths, y_lengths)
         validation = None

@@ -667,3 +667,21 @@ def test_absurd_layer_sizes_raise_value_error():
         Linear(2**40, 2**20)
     with pytest.raises(ValueError, match="memory"):
         Embedding(2**50, 8)
+
+
+def test_custom_loss_receives_lengths():
+    x, y = _running_sum_task(8, T=6)
+    lengths = np.array([6, 3, 1, 6, 2, 5, 4, 6])
+    seen = []
+
+    def loss(out, target, lengths=None):
+        seen.append(None if lengths is None else lengths.copy())
+        return _losses_mse(out, target, lengths=lengths)
+
+    from rnnfast.losses import mse as _losses_mse
+    model = _tagger()
+    model.compile(loss, "adam")
+    model.fit(x, y, lengths, epochs=1, batch_size=4, shuffle=False, progress=False)
+    assert len(seen) == 2 and np.array_equal(seen[0], lengths[:4])
+    with pytest.raises(ValueError, match="'loss'"):
+        model.compile(["mse"])
