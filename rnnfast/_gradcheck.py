@@ -138,6 +138,11 @@ def gradcheck(model_or_layer, inputs, loss_fn=None, eps=1e-6, rtol=1e-6, atol=1e
     else:
         args = [inputs]
     x = np.asarray(args[0])
+    from .models import _is_recurrent
+    if _is_recurrent(model_or_layer) and not model_or_layer.batch_first and x.ndim == 3:
+        # the wrapping Sequential is batch first; the user gave the layer's (T, N, I)
+        x = np.ascontiguousarray(np.swapaxes(x, 0, 1))
+        args[0] = x
     s2s = isinstance(model, Seq2Seq)
 
     def forward():

@@ -685,3 +685,62 @@ def test_custom_loss_receives_lengths():
     assert len(seen) == 2 and np.array_equal(seen[0], lengths[:4])
     with pytest.raises(ValueError, match="'loss'"):
         model.compile(["mse"])
+
+
+def test_one_recurrent_call_per_batch():
+    """No Python per time step: each recurrent layer runs once forward and once backward
+    per batch, whatever T is."""
+    x, y, lengths = _count_task(64, T=10)
+    model = _classifier()
+    model.compile("cross_entropy", "adam")
+    lstm = model[1]
+    calls = {"forward": 0, "backward": 0}
+    fwd, bwd = lstm.forward, lstm.backward
+
+    def count_forward(*a, **k):
+        calls["forward"] += 1
+        return fwd(*a, **k)
+
+    def count_backward(*a, **k):
+        calls["backward"] += 1
+        return bwd(*a, **k)
+
+    lstm.forward, lstm.backward = count_forward, count_backward
+    model.fit(x, y, lengths, epochs=1, batch_size=16, progress=False)
+    assert calls["backward"] == 4
+    assert calls["forward"] == 4 + 1   # + one probe of the output shape (1 sample)
+
+
+def test_float32_gradients_follow_float64():
+    x, y, lengths = _count_task(16)
+    grads = {}
+    for dtype in (np.float32, np.float64):
+        model = _classifier(dtype)
+        model.compile("cross_entropy", "sgd")
+        out = model.forward(x, lengths)
+        assert out.dtype == dtype
+        _, g, *_ = model._loss(out, y, lengths)
+        assert g.dtype == dtype
+        model.backward(g)
+        grads[dtype] = model.grads
+        assert all(a.dtype == dtype for a in model.grads.values())
+    worst = max(np.max(np.abs(grads[np.float32][k] - grads[np.float64][k]))
+                / np.max(np.abs(grads[np.float64][k])) for k in grads[np.float64])
+    assert worst < 1e-4
+
+
+def test_padding_row_stays_zero_through_training():
+    x, y, lengths = _count_task(64)
+    model = _classifier()
+    emb = Embedding(5, 8, padding_idx=0, seed=0)
+    model.layers[0] = emb
+    model.compile("cross_entropy", optim.Adam(model.named_parameters(), lr=1e-2))
+    model.fit(x, y, lengths, epochs=2, progress=False)
+    assert np.all(emb.weight[0] == 0) and np.any(emb.weight[1] != 0)
+
+
+def test_gradcheck_bare_recurrent_layer():
+    gru = rnnfast.GRU(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))   # the layer's (T, N, I)
+    r = rnnfast.gradcheck(gru, (x, np.array([5, 3])))   # lengths (N,) = (2,)
+    assert r.ok and len(r.errors) == 16 + 1
