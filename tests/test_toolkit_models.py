@@ -744,3 +744,29 @@ def test_gradcheck_bare_recurrent_layer():
     x = np.random.default_rng(0).standard_normal((5, 2, 3))   # the layer's (T, N, I)
     r = rnnfast.gradcheck(gru, (x, np.array([5, 3])))   # lengths (N,) = (2,)
     assert r.ok and len(r.errors) == 16 + 1
+
+
+def test_more_bad_inputs():
+    model = _classifier()
+    model.compile("cross_entropy", "adam")
+    x, y, lengths = _count_task(8)
+    fit = lambda *a, **k: model.fit(*a, progress=False, **k)   # noqa: E731
+    with pytest.raises(TypeError, match="'x'"):
+        fit([[1, 2], [3]], y[:2])                      # ragged
+    with pytest.raises(TypeError, match="'x'.*integer"):
+        fit(np.array([["a", "b"]]), y[:1])
+    with pytest.raises(TypeError, match="'x'.*integer"):
+        fit(x.astype(bool), y)
+    with pytest.raises(ValueError, match="'x'.*at least one sample"):
+        fit(np.zeros((0, 10), np.int64), np.zeros(0, np.int64))
+    with pytest.raises(TypeError, match="'x'"):
+        model.predict(x.astype(np.complex64))
+    reg = _tagger()
+    reg.compile("mse", "adam")
+    rx, ry = _running_sum_task(4)
+    with pytest.raises(ValueError, match="x"):
+        reg.fit(rx[..., :1], ry, progress=False)       # wrong feature size
+    with pytest.raises(TypeError, match="'x'.*float"):
+        reg.fit(rx.astype(np.int64), ry, progress=False)
+    with pytest.raises(ValueError, match="'x'.*NaN"):
+        reg.fit(rx * np.inf, ry, progress=False)

@@ -92,3 +92,33 @@ def test_many_to_one_loss_matches_torch():
     logits = h_n[0] @ torch.tensor(model[3].weight).T + torch.tensor(model[3].bias)
     theirs = float(torch.nn.functional.cross_entropy(logits, torch.tensor(y)).detach())
     assert abs(ours - theirs) <= 1e-13 * abs(theirs)
+
+
+def test_losses_match_torch_including_extremes():
+    from rnnfast.losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
+    rng = np.random.default_rng(2)
+    logits = rng.standard_normal((5, 7, 6)) * 5
+    logits[0, 0] = [1e4, -1e4, 0, 3e3, -2e3, 1]
+    logits[1, 2] = -1e4
+    t = rng.integers(0, 6, (5, 7))
+    tl = torch.tensor(logits, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(tl.reshape(-1, 6), torch.tensor(t).reshape(-1))
+    ref.backward()
+    loss, g = softmax_cross_entropy(logits, t)
+    assert abs(loss - float(ref.detach())) <= 1e-13 * abs(float(ref.detach()))
+    np.testing.assert_allclose(g, tl.grad.numpy(), rtol=1e-12, atol=1e-17)
+    x = rng.standard_normal((4, 9)) * 10
+    x[0, :4] = [1e4, -1e4, 5e3, -5e3]
+    y = rng.random((4, 9))
+    xt = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(xt, torch.tensor(y))
+    ref.backward()
+    loss, g = binary_cross_entropy_with_logits(x, y)
+    assert abs(loss - float(ref.detach())) <= 1e-13 * abs(float(ref.detach()))
+    np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-12, atol=1e-17)
+    p = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.mse_loss(p, torch.tensor(y))
+    ref.backward()
+    loss, g = mse(x, y)
+    assert abs(loss - float(ref.detach())) <= 1e-13 * abs(float(ref.detach()))
+    np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-12, atol=1e-17)
