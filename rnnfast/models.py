@@ -28,7 +28,7 @@ from . import losses as _losses
 from . import optim as _optim
 from .layers import LAYER_CLASSES, Embedding, LastStep, Layer
 
-__all__ = ["Sequential", "Seq2Seq", "History", "TrainingDiverged", "load"]
+__all__ = ["Sequential", "Seq2Seq", "History", "TrainingDiverged", "load", "pad_sequences"]
 
 _CONFIG_KEY = "__rnnfast_model__"
 _FORMAT = "rnnfast.models"
@@ -1344,6 +1344,61 @@ class Seq2Seq(_Trainer):
     def _spec(self):
         return {"class": "Seq2Seq", "bos": self.bos, "eos": self.eos,
                 "parts": {p: _layer_spec(getattr(self, p)) for p in self._PARTS}}
+
+
+# ---------------------------------------------------------------------------
+# data helper
+
+
+def pad_sequences(sequences, maxlen=None, value=0, dtype=None):
+    """Stack variable-length sequences into a batch-first array and their lengths.
+
+    Parameters
+    ----------
+    sequences : list of array-likes of shape (T_i,) or (T_i, F)
+        Token-id sequences or per-step feature vectors (all with the same trailing shape).
+    maxlen : int, optional
+        Pad (at the end) or truncate (keeping the beginning) to this length; default the
+        longest sequence.
+    value : scalar
+        Padding value.
+    dtype : dtype, optional
+        Default: the sequences' common dtype.
+
+    Returns
+    -------
+    padded : ndarray of shape (N, maxlen) or (N, maxlen, F)
+    lengths : int64 ndarray of shape (N,)
+    """
+    owner = "pad_sequences"
+    try:
+        arrays = [np.asarray(s) for s in sequences]
+    except TypeError:
+        raise TypeError(f"{owner}: 'sequences' must be a list of arrays, got "
+                        f"{_v.describe(sequences)}") from None
+    except ValueError as exc:
+        raise ValueError(f"{owner}: a sequence is not a regular array ({exc})") from None
+    if not arrays:
+        raise ValueError(f"{owner}: 'sequences' is empty")
+    tails = {a.shape[1:] for a in arrays if a.size or a.ndim > 1}
+    if not tails:
+        tails = {()}
+    if any(a.ndim == 0 for a in arrays) or len(tails) != 1:
+        raise ValueError(f"{owner}: every sequence must have shape (T_i, ...) with the same "
+                         f"trailing shape, got shapes {[a.shape for a in arrays[:5]]}...")
+    lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    if maxlen is None:
+        maxlen = int(lengths.max())
+    else:
+        maxlen = _v.check_int(owner, "maxlen", maxlen, 0)
+    if dtype is None:   # an empty list is float64 to NumPy: it does not decide the dtype
+        filled = [a for a in arrays if a.size]
+        dtype = np.result_type(*filled) if filled else np.int64
+    out = np.full((len(arrays), maxlen) + tails.pop(), value, dtype=dtype)
+    for i, a in enumerate(arrays):
+        n = min(a.shape[0], maxlen)
+        out[i, :n] = a[:n]
+    return out, np.minimum(lengths, maxlen)
 
 
 # ---------------------------------------------------------------------------

@@ -770,3 +770,16 @@ def test_more_bad_inputs():
         reg.fit(rx.astype(np.int64), ry, progress=False)
     with pytest.raises(ValueError, match="'x'.*NaN"):
         reg.fit(rx * np.inf, ry, progress=False)
+
+
+def test_pad_sequences():
+    from rnnfast.models import pad_sequences
+    x, lengths = pad_sequences([[3, 4, 5], [6], []])
+    assert x.dtype.kind == "i" and np.array_equal(x, [[3, 4, 5], [6, 0, 0], [0, 0, 0]])
+    assert np.array_equal(lengths, [3, 1, 0]) and lengths.dtype == np.int64
+    f, fl = pad_sequences([np.ones((2, 3)), np.ones((4, 3))], maxlen=3, value=-1.0)
+    assert f.shape == (2, 3, 3) and np.all(f[0, 2] == -1) and np.array_equal(fl, [2, 3])
+    with pytest.raises(ValueError, match="trailing shape"):
+        pad_sequences([np.ones((2, 3)), np.ones((2, 4))])
+    with pytest.raises(ValueError, match="empty"):
+        pad_sequences([])
