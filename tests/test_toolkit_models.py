@@ -783,3 +783,33 @@ def test_pad_sequences():
         pad_sequences([np.ones((2, 3)), np.ones((2, 4))])
     with pytest.raises(ValueError, match="empty"):
         pad_sequences([])
+
+
+def test_custom_layer_trains_but_is_not_saved(tmp_path):
+    from rnnfast.layers import Layer
+
+    class Scale(Layer):
+        _param_names = ("s",)
+
+        def __init__(self):
+            super().__init__()
+            self.s = np.ones(1)
+
+        def forward(self, x):
+            self._cache = x if self.training else None
+            return x * self.s
+
+        def backward(self, dy):
+            self.grads = {"s": np.array([np.sum(dy * self._cache)])}
+            return dy * self.s
+
+    x, y = _running_sum_task(8)
+    model = Sequential([rnnfast.GRU(2, 4, batch_first=True, dtype=np.float64, seed=0),
+                        Linear(4, 1, dtype=np.float64, seed=1), Scale()])
+    assert rnnfast.gradcheck(model, x).ok
+    model.compile("mse", optim.SGD(model.named_parameters(), lr=0.1))
+    model.fit(x, y, epochs=2, progress=False)
+    assert model[2].s[0] != 1.0
+    with pytest.raises(TypeError, match="cannot save a layer of class Scale"):
+        model.save(tmp_path / "m.npz")
+    assert not os.listdir(tmp_path)
