@@ -681,13 +681,10 @@ class Sequential(_Trainer):
             raise ValueError(f"Sequential.forward: 'initial_state' must have one entry per "
                              f"recurrent layer ({n_rec}), got {len(states_in)}")
         if lengths is not None:
-            x_arr = _as_array("Sequential.forward", "x", x)
-            if x_arr.ndim < 2:
-                raise ValueError(f"Sequential.forward: 'lengths' needs sequences x of shape "
-                                 f"(N, T, ...), got {x_arr.shape}")
-            lengths = _v.check_lengths("Sequential.forward", lengths, x_arr.shape[0],
-                                       x_arr.shape[1], False)
-            x = x_arr
+            x = _as_array("Sequential.forward", "x", x)
+            if x.ndim < 1:
+                raise ValueError("Sequential.forward: 'x' must have a batch axis, got a scalar")
+            lengths = self._check_lengths("Sequential.forward", lengths, x)
         states_out = []
         r = 0
         for layer in self.layers:
@@ -758,13 +755,24 @@ class Sequential(_Trainer):
             raise ValueError(f"{owner}: {name!r} holds NaN or Inf"
                              + (" at valid steps" if lengths is not None else ""))
 
+    def _input_steps(self, x):
+        """T when ``x`` is a batch of sequences (ids ``(N, T)`` for an Embedding first,
+        ``(N, T, F)`` otherwise), else None (e.g. ``(N, F)`` into RepeatVector)."""
+        first = self.layers[0]
+        while isinstance(first, Sequential):
+            first = first.layers[0]
+        if isinstance(first, Embedding):
+            return x.shape[1] if x.ndim >= 2 else None
+        return x.shape[1] if x.ndim >= 3 else None
+
     def _check_lengths(self, owner, lengths, x, name="lengths"):
+        """Lengths ``(N,)``; bounded by x's T for sequence input, else by the recurrent
+        layers themselves (one-to-many: lengths of the generated steps)."""
         if lengths is None:
             return None
-        if x.ndim < 2:
-            raise ValueError(f"{owner}: {name!r} needs sequences x of shape (N, T, ...), got "
-                             f"{x.shape}")
-        return _v.check_lengths(f"{owner} ({name})", lengths, x.shape[0], x.shape[1], False)
+        T = self._input_steps(x)
+        return _v.check_lengths(f"{owner} ({name})", lengths, x.shape[0],
+                                2**62 if T is None else T, False)
 
     def _check_y(self, owner, y, x, lengths, name="y"):
         """Validate targets against the output the model gives on one sample."""
@@ -820,7 +828,7 @@ class Sequential(_Trainer):
     def _data(self, owner, x, y, lengths, names=("x", "y", "lengths")):
         x = self._check_x(owner, x, names[0])
         lengths = self._check_lengths(owner, lengths, x, names[2])
-        self._check_finite(owner, x, lengths, names[0])
+        self._check_finite(owner, x, lengths if self._input_steps(x) else None, names[0])
         y = self._check_y(owner, y, x, lengths, names[1])
         return {"x": x, "y": y, "lengths": lengths}
 
@@ -1014,7 +1022,7 @@ class Sequential(_Trainer):
         batch_size = _v.check_int(owner, "batch_size", batch_size)
         x = self._check_x(owner, x)
         lengths = self._check_lengths(owner, lengths, x)
-        self._check_finite(owner, x, lengths)
+        self._check_finite(owner, x, lengths if self._input_steps(x) else None)
         was = self.training
         self.eval()
         try:

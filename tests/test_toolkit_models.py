@@ -813,3 +813,24 @@ def test_custom_layer_trains_but_is_not_saved(tmp_path):
     with pytest.raises(TypeError, match="cannot save a layer of class Scale"):
         model.save(tmp_path / "m.npz")
     assert not os.listdir(tmp_path)
+
+
+def test_one_to_many_with_output_lengths():
+    """(N, F) -> RepeatVector(T) -> GRU(lengths) -> Linear: lengths count output steps."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 3))
+    T = 6
+    lengths = rng.integers(1, T + 1, 32)
+    y = np.cumsum(np.repeat(x[:, None, :1], T, axis=1), axis=1) * 0.2
+    model = Sequential([Linear(3, 8, dtype=np.float64, seed=0), Tanh(),
+                        rnnfast.layers.RepeatVector(T),
+                        rnnfast.GRU(8, 8, batch_first=True, dtype=np.float64, seed=1),
+                        Linear(8, 1, dtype=np.float64, seed=2)])
+    model.compile("mse", optim.Adam(model.named_parameters(), lr=1e-2))
+    hist = model.fit(x, y, lengths, epochs=10, batch_size=8, progress=False)
+    assert hist.history["loss"][-1] < 0.5 * hist.history["loss"][0]
+    pred = model.predict(x, lengths)
+    assert pred.shape == (32, T, 1)
+    with pytest.raises(ValueError, match="lengths"):
+        model.fit(x, y, lengths + T, progress=False)
+    assert rnnfast.gradcheck(model, (x[:3], lengths[:3])).ok
