@@ -60,6 +60,15 @@ def _need_cache(owner, cache):
                            f"(call layer.train() and run the forward again)")
 
 
+def _check_dy(owner, dy, shape):
+    """``dy`` as a float array of exactly ``shape`` (no silent broadcasting)."""
+    dy = _check_float_input(f"{owner}.backward", "dy", dy)
+    if dy.shape != tuple(shape):
+        raise ValueError(f"{owner}.backward: expected dy of shape {tuple(shape)} (the "
+                         f"output's), got {dy.shape}")
+    return dy
+
+
 class Layer:
     """Base class: parameters by name, gradients, modes and state dicts.
 
@@ -307,6 +316,7 @@ class Tanh(Layer):
     def backward(self, dy):
         _need_cache("Tanh", self._cache)
         y = self._cache
+        dy = _check_dy("Tanh", dy, y.shape)
         return dy * (1 - y * y)
 
 
@@ -321,6 +331,7 @@ class ReLU(Layer):
 
     def backward(self, dy):
         _need_cache("ReLU", self._cache)
+        dy = _check_dy("ReLU", dy, self._cache.shape)
         return np.where(self._cache, dy, np.zeros((), dy.dtype))
 
 
@@ -342,6 +353,7 @@ class Sigmoid(Layer):
     def backward(self, dy):
         _need_cache("Sigmoid", self._cache)
         y = self._cache
+        dy = _check_dy("Sigmoid", dy, y.shape)
         return dy * y * (1 - y)
 
 
@@ -365,6 +377,7 @@ class Softmax(Layer):
     def backward(self, dy):
         _need_cache("Softmax", self._cache)
         y = self._cache
+        dy = _check_dy("Softmax", dy, y.shape)
         return y * (dy - np.sum(dy * y, axis=self.axis, keepdims=True))
 
     def config(self):
@@ -397,7 +410,11 @@ class Dropout(Layer):
 
     def backward(self, dy):
         _need_cache("Dropout", self._cache)
-        return dy * self._cache
+        mask = self._cache
+        if isinstance(mask, np.ndarray):
+            dy = _check_dy("Dropout", dy, mask.shape)
+            return dy * mask
+        return dy
 
     def config(self):
         return {"p": self.p}
@@ -446,6 +463,7 @@ class LastStep(Layer):
         _need_cache("LastStep", self._cache)
         shape, lengths = self._cache
         B, T, H = shape
+        dy = _check_dy("LastStep", dy, (B, H))
         dx = np.zeros(shape, dtype=dy.dtype)
         rows = np.arange(B)[lengths > 0]
         last = lengths[lengths > 0] - 1
@@ -474,11 +492,12 @@ class RepeatVector(Layer):
         x = _check_float_input("RepeatVector", "input", x)
         if x.ndim != 2:
             raise ValueError(f"RepeatVector: expected input of shape (B, F), got {x.shape}")
-        self._cache = True if self.training else None
+        self._cache = (x.shape[0], self.n, x.shape[1]) if self.training else None
         return np.repeat(x[:, None, :], self.n, axis=1)
 
     def backward(self, dy):
         _need_cache("RepeatVector", self._cache)
+        dy = _check_dy("RepeatVector", dy, self._cache)
         return dy.sum(axis=1)
 
     def config(self):
