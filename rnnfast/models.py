@@ -1119,6 +1119,14 @@ class Seq2Seq(_Trainer):
         if decoder_embedding.embedding_dim != dec.input_size:
             raise ValueError(f"{owner}: decoder_embedding dim {decoder_embedding.embedding_dim} "
                              f"!= decoder_rnn input_size {dec.input_size}")
+        last = head
+        while isinstance(last, Sequential):
+            last = last.layers[-1]
+        out_features = getattr(last, "out_features", None)
+        if out_features is not None and out_features != decoder_embedding.num_embeddings:
+            raise ValueError(f"{owner}: the head predicts {out_features} classes but the decoder "
+                             f"vocabulary has {decoder_embedding.num_embeddings} tokens (generated "
+                             f"tokens are fed back to decoder_embedding)")
         self.encoder_embedding = encoder_embedding
         self.encoder_rnn = enc
         self.decoder_embedding = decoder_embedding

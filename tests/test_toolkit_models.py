@@ -834,3 +834,9 @@ def test_one_to_many_with_output_lengths():
     with pytest.raises(ValueError, match="lengths"):
         model.fit(x, y, lengths + T, progress=False)
     assert rnnfast.gradcheck(model, (x[:3], lengths[:3])).ok
+
+
+def test_seq2seq_head_must_match_decoder_vocabulary():
+    with pytest.raises(ValueError, match="head predicts 9 classes"):
+        Seq2Seq(Embedding(5, 4), rnnfast.GRU(4, 8), Embedding(7, 4), rnnfast.GRU(4, 8),
+                Linear(8, 9))
