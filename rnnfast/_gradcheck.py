@@ -131,8 +131,13 @@ def gradcheck(model_or_layer, inputs, loss_fn=None, eps=1e-6, rtol=1e-6, atol=1e
         if p.dtype != np.float64:
             raise ValueError(f"gradcheck: parameter {name!r} is {p.dtype}; finite differences "
                              f"need float64 (build the layers with dtype=np.float64)")
-    eps = float(eps)
-    rng = np.random.default_rng(seed)
+    from .optim import _check_float
+    eps = _check_float("gradcheck", "eps", eps, strict_min=True)
+    rtol = _check_float("gradcheck", "rtol", rtol)
+    atol = _check_float("gradcheck", "atol", atol)
+    if n_samples is not None:
+        n_samples = _v.check_int("gradcheck", "n_samples", n_samples)
+    rng = _v.check_seed("gradcheck", seed)
     if isinstance(inputs, tuple):
         args = list(inputs)
     else:
