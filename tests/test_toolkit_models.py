@@ -840,3 +840,28 @@ def test_seq2seq_head_must_match_decoder_vocabulary():
     with pytest.raises(ValueError, match="head predicts 9 classes"):
         Seq2Seq(Embedding(5, 4), rnnfast.GRU(4, 8), Embedding(7, 4), rnnfast.GRU(4, 8),
                 Linear(8, 9))
+
+
+def test_load_random_corruptions_only_raise_value_error(tmp_path):
+    model = _classifier()
+    good = tmp_path / "g.npz"
+    model.save(good)
+    raw = good.read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = {"ok": 0, "ValueError": 0}
+    for _ in range(300):
+        b = bytearray(raw)
+        for _ in range(int(rng.integers(1, 6))):
+            b[int(rng.integers(len(b)))] = int(rng.integers(256))
+        if rng.random() < 0.2:
+            b = b[:int(rng.integers(len(b)))]
+        path = tmp_path / "c.npz"
+        path.write_bytes(bytes(b))
+        try:
+            loaded = load(path)
+        except ValueError:
+            outcomes["ValueError"] += 1
+        else:   # a corruption that missed everything checked: still a working model
+            outcomes["ok"] += 1
+            assert loaded.predict(np.zeros((1, 3), np.int64)).shape == (1, 2)
+    assert outcomes["ValueError"] > 250
