@@ -17,8 +17,9 @@ class GradcheckReport:
         Every checked entry satisfies ``|analytic - numeric| <= atol + rtol * |numeric|``.
     errors : dict name -> dict
         Per parameter (and ``"input"``): ``max_abs`` (max absolute difference),
-        ``max_rel`` (max of ``|a - n| / max(|a|, |n|, atol)``), ``n_checked``, ``ok``.
-    max_abs_error, max_rel_error : float
+        ``max_rel`` (max of ``|a - n| / max(|a|, |n|, atol)``), ``max_scaled``
+        (``max_abs`` over the largest ``|numeric|`` of that array), ``n_checked``, ``ok``.
+    max_abs_error, max_rel_error, max_scaled_error : float
         Over all names.
     """
 
@@ -28,6 +29,7 @@ class GradcheckReport:
         self.ok = all(e["ok"] for e in errors.values())
         self.max_abs_error = max((e["max_abs"] for e in errors.values()), default=0.0)
         self.max_rel_error = max((e["max_rel"] for e in errors.values()), default=0.0)
+        self.max_scaled_error = max((e["max_scaled"] for e in errors.values()), default=0.0)
 
     def failures(self):
         return [k for k, e in self.errors.items() if not e["ok"]]
@@ -44,14 +46,14 @@ class GradcheckReport:
         lines = [repr(self)]
         for k, e in self.errors.items():
             lines.append(f"  {k:40s} n={e['n_checked']:5d} max_abs={e['max_abs']:.3e} "
-                         f"max_rel={e['max_rel']:.3e} {'ok' if e['ok'] else 'FAIL'}")
+                         f"max_rel={e['max_rel']:.3e} max_scaled={e['max_scaled']:.3e} "
+                         f"{'ok' if e['ok'] else 'FAIL'}")
         return "\n".join(lines)
 
 
 def _adapter(obj):
-    """(forward(x, lengths), backward(dy) -> dx, named_parameters() dict, grads() dict,
-    release(), toggles) for layers, recurrent layers, Sequential and Seq2Seq."""
-    from .layers import Layer, Dropout
+    """A model (Sequential or Seq2Seq) for any layer, recurrent layer or model."""
+    from .layers import Layer
     from .models import Sequential, Seq2Seq, _is_recurrent
     if _is_recurrent(obj):
         obj = Sequential([obj])
@@ -129,13 +131,23 @@ def gradcheck(model_or_layer, inputs, loss_fn=None, eps=1e-6, rtol=1e-6, atol=1e
         if p.dtype != np.float64:
             raise ValueError(f"gradcheck: parameter {name!r} is {p.dtype}; finite differences "
                              f"need float64 (build the layers with dtype=np.float64)")
-    eps = float(eps)
-    rng = np.random.default_rng(seed)
+    from .optim import _check_float
+    eps = _check_float("gradcheck", "eps", eps, strict_min=True)
+    rtol = _check_float("gradcheck", "rtol", rtol)
+    atol = _check_float("gradcheck", "atol", atol)
+    if n_samples is not None:
+        n_samples = _v.check_int("gradcheck", "n_samples", n_samples)
+    rng = _v.check_seed("gradcheck", seed)
     if isinstance(inputs, tuple):
         args = list(inputs)
     else:
         args = [inputs]
     x = np.asarray(args[0])
+    from .models import _is_recurrent
+    if _is_recurrent(model_or_layer) and not model_or_layer.batch_first and x.ndim == 3:
+        # the wrapping Sequential is batch first; the user gave the layer's (T, N, I)
+        x = np.ascontiguousarray(np.swapaxes(x, 0, 1))
+        args[0] = x
     s2s = isinstance(model, Seq2Seq)
 
     def forward():
@@ -145,6 +157,8 @@ def gradcheck(model_or_layer, inputs, loss_fn=None, eps=1e-6, rtol=1e-6, atol=1e
 
     restore = _dropouts_off(model)
     was = model.training
+    stateful = getattr(model, "stateful", False)
+    model.stateful = False   # every evaluation must start from the same state
     try:
         model.train()
         out = forward()
@@ -179,6 +193,7 @@ def gradcheck(model_or_layer, inputs, loss_fn=None, eps=1e-6, rtol=1e-6, atol=1e
                                            n_samples, rng)
     finally:
         restore()
+        model.stateful = stateful
         model._release()
         model.train(was)
     report = GradcheckReport(errors, rtol, atol, eps)
@@ -209,13 +224,14 @@ def _check_array(p, analytic, loss_at, eps, rtol, atol, n_samples, rng, skip_row
     if skip_row is not None:   # padding row of an Embedding: its gradient must be 0
         row = np.arange(flat.size) // p.shape[1] == skip_row
         if np.any(analytic.reshape(-1)[row] != 0):
-            return {"max_abs": float(np.max(np.abs(analytic.reshape(-1)[row]))),
-                    "max_rel": 1.0, "n_checked": int(row.sum()), "ok": False}
+            bad = float(np.max(np.abs(analytic.reshape(-1)[row])))
+            return {"max_abs": bad, "max_rel": 1.0, "max_scaled": 1.0,
+                    "n_checked": int(row.sum()), "ok": False}
         idx = idx[~row]
     if n_samples is not None and n_samples < flat.size:
         idx = rng.choice(flat.size, size=int(n_samples), replace=False)
     a_flat = analytic.reshape(-1)
-    max_abs = max_rel = 0.0
+    max_abs = max_rel = scale = 0.0
     ok = True
     for i in idx:
         old = flat[i]
@@ -227,8 +243,11 @@ def _check_array(p, analytic, loss_at, eps, rtol, atol, n_samples, rng, skip_row
         num = (lp - lm) / (2 * eps)
         an = float(a_flat[i])
         diff = abs(an - num)
+        scale = max(scale, abs(num))
         max_abs = max(max_abs, diff)
         max_rel = max(max_rel, diff / max(abs(an), abs(num), atol))
         if not diff <= atol + rtol * abs(num):
             ok = False
-    return {"max_abs": max_abs, "max_rel": max_rel, "n_checked": int(len(idx)), "ok": ok}
+    return {"max_abs": max_abs, "max_rel": max_rel,
+            "max_scaled": max_abs / scale if scale > 0 else max_abs,
+            "n_checked": int(len(idx)), "ok": ok}

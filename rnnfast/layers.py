@@ -44,10 +44,29 @@ def _check_float_input(owner, name, x, dtype=None):
     return x
 
 
+def _check_size(owner, shape, dtype, what):
+    """Refuse parameters larger than the machine's memory (a ValueError, not a MemoryError
+    or an overcommitted allocation)."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    limit = _v.available_memory_bytes()
+    if nbytes > limit:
+        raise ValueError(f"{owner}: the {what} would need {nbytes / 2**30:.3g} GiB, more than "
+                         f"the {limit / 2**30:.3g} GiB of memory of this machine")
+
+
 def _need_cache(owner, cache):
     if cache is None:
         raise RuntimeError(f"{owner}.backward() needs a training-mode forward first "
                            f"(call layer.train() and run the forward again)")
+
+
+def _check_dy(owner, dy, shape):
+    """``dy`` as a float array of exactly ``shape`` (no silent broadcasting)."""
+    dy = _check_float_input(f"{owner}.backward", "dy", dy)
+    if dy.shape != tuple(shape):
+        raise ValueError(f"{owner}.backward: expected dy of shape {tuple(shape)} (the "
+                         f"output's), got {dy.shape}")
+    return dy
 
 
 class Layer:
@@ -168,7 +187,9 @@ class Embedding(Layer):
         self.padding_idx = padding_idx
         self.dtype = _v.check_dtype(owner, dtype)
         rng = _v.check_seed(owner, seed)
-        self.weight = rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
+        _check_size(owner, (self.num_embeddings, self.embedding_dim), self.dtype, "weight")
+        shape = (self.num_embeddings, self.embedding_dim)
+        self.weight = rng.standard_normal(shape).astype(self.dtype)
         if padding_idx is not None:
             self.weight[padding_idx] = 0
 
@@ -236,6 +257,7 @@ class Linear(Layer):
         self.bias_enabled = _v.check_bool(owner, "bias", bias)
         self.dtype = _v.check_dtype(owner, dtype)
         rng = _v.check_seed(owner, seed)
+        _check_size(owner, (self.out_features, self.in_features), self.dtype, "weight")
         k = 1.0 / math.sqrt(self.in_features)
         self.weight = rng.uniform(-k, k, (self.out_features, self.in_features)).astype(self.dtype)
         if self.bias_enabled:
@@ -250,7 +272,9 @@ class Linear(Layer):
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: expected input with last axis {self.in_features}, got "
                              f"shape {x.shape}")
-        y = x @ self.weight.T
+        # one GEMM over all leading axes (a stacked matmul would call BLAS per slice)
+        y = (x.reshape(-1, self.in_features) @ self.weight.T).reshape(
+            x.shape[:-1] + (self.out_features,))
         if self.bias is not None:
             y += self.bias
         self._cache = x if self.training else None
@@ -269,7 +293,7 @@ class Linear(Layer):
         if self.bias is not None:
             grads["bias"] = dy2.sum(axis=0)
         self.grads = grads
-        return dy @ self.weight
+        return (dy2 @ self.weight).reshape(x.shape)
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
@@ -292,6 +316,7 @@ class Tanh(Layer):
     def backward(self, dy):
         _need_cache("Tanh", self._cache)
         y = self._cache
+        dy = _check_dy("Tanh", dy, y.shape)
         return dy * (1 - y * y)
 
 
@@ -306,6 +331,7 @@ class ReLU(Layer):
 
     def backward(self, dy):
         _need_cache("ReLU", self._cache)
+        dy = _check_dy("ReLU", dy, self._cache.shape)
         return np.where(self._cache, dy, np.zeros((), dy.dtype))
 
 
@@ -327,6 +353,7 @@ class Sigmoid(Layer):
     def backward(self, dy):
         _need_cache("Sigmoid", self._cache)
         y = self._cache
+        dy = _check_dy("Sigmoid", dy, y.shape)
         return dy * y * (1 - y)
 
 
@@ -350,6 +377,7 @@ class Softmax(Layer):
     def backward(self, dy):
         _need_cache("Softmax", self._cache)
         y = self._cache
+        dy = _check_dy("Softmax", dy, y.shape)
         return y * (dy - np.sum(dy * y, axis=self.axis, keepdims=True))
 
     def config(self):
@@ -362,7 +390,8 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, seed=None):
         super().__init__()
-        if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.floating, np.integer)):
+        if isinstance(p, (bool, np.bool_)) or not isinstance(
+                p, (int, float, np.floating, np.integer)):
             raise TypeError(f"Dropout: 'p' must be a float in [0, 1), got {_v.describe(p)}")
         p = float(p)
         if not 0.0 <= p < 1.0:
@@ -381,7 +410,11 @@ class Dropout(Layer):
 
     def backward(self, dy):
         _need_cache("Dropout", self._cache)
-        return dy * self._cache
+        mask = self._cache
+        if isinstance(mask, np.ndarray):
+            dy = _check_dy("Dropout", dy, mask.shape)
+            return dy * mask
+        return dy
 
     def config(self):
         return {"p": self.p}
@@ -430,6 +463,7 @@ class LastStep(Layer):
         _need_cache("LastStep", self._cache)
         shape, lengths = self._cache
         B, T, H = shape
+        dy = _check_dy("LastStep", dy, (B, H))
         dx = np.zeros(shape, dtype=dy.dtype)
         rows = np.arange(B)[lengths > 0]
         last = lengths[lengths > 0] - 1
@@ -451,16 +485,19 @@ class RepeatVector(Layer):
     def __init__(self, n):
         super().__init__()
         self.n = _v.check_int("RepeatVector", "n", n)
+        if self.n > 2**31:
+            raise ValueError(f"RepeatVector: 'n' must be at most 2**31, got {self.n}")
 
     def forward(self, x):
         x = _check_float_input("RepeatVector", "input", x)
         if x.ndim != 2:
             raise ValueError(f"RepeatVector: expected input of shape (B, F), got {x.shape}")
-        self._cache = True if self.training else None
+        self._cache = (x.shape[0], self.n, x.shape[1]) if self.training else None
         return np.repeat(x[:, None, :], self.n, axis=1)
 
     def backward(self, dy):
         _need_cache("RepeatVector", self._cache)
+        dy = _check_dy("RepeatVector", dy, self._cache)
         return dy.sum(axis=1)
 
     def config(self):

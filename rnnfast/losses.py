@@ -40,7 +40,8 @@ def _float_arg(owner, name, a):
         try:
             a = np.asarray(a)
         except Exception:
-            raise TypeError(f"{owner}: {name!r} must be a float array, got {_v.describe(a)}") from None
+            raise TypeError(f"{owner}: {name!r} must be a float array, got "
+                            f"{_v.describe(a)}") from None
     if a.dtype.kind != "f":
         raise TypeError(f"{owner}: {name!r} must be a float array (float32/float64), got dtype "
                         f"{a.dtype}")

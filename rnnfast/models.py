@@ -28,7 +28,7 @@ from . import losses as _losses
 from . import optim as _optim
 from .layers import LAYER_CLASSES, Embedding, LastStep, Layer
 
-__all__ = ["Sequential", "Seq2Seq", "History", "TrainingDiverged", "load"]
+__all__ = ["Sequential", "Seq2Seq", "History", "TrainingDiverged", "load", "pad_sequences"]
 
 _CONFIG_KEY = "__rnnfast_model__"
 _FORMAT = "rnnfast.models"
@@ -112,7 +112,31 @@ class _Trainer:
         return out
 
     def parameters(self):
+        """List of the parameter arrays (the layers' own)."""
         return list(self.named_parameters().values())
+
+    def count_params(self):
+        """Total number of parameter values."""
+        return int(sum(p.size for p in self.parameters()))
+
+    def summary(self):
+        """A table of the layers with their parameter counts (a string)."""
+        rows = [("layer", "type", "parameters")]
+        for prefix, layer in self._modules():
+            n = sum(p.size for p in _layer_params(layer).values())
+            desc = type(layer).__name__
+            if _is_recurrent(layer):
+                desc = repr(layer)
+            elif hasattr(layer, "config"):
+                desc = repr(layer)
+            rows.append((prefix, desc.replace("\n", " "), str(n)))
+        w0 = max(len(r[0]) for r in rows)
+        w1 = min(max(len(r[1]) for r in rows), 90)
+        lines = [f"{r[0]:<{w0}}  {r[1][:w1]:<{w1}}  {r[2]:>12}" for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append("-" * len(lines[0]))
+        lines.append(f"total parameters: {self.count_params()} ({self.dtype})")
+        return "\n".join(lines)
 
     @property
     def grads(self):
@@ -192,7 +216,8 @@ class _Trainer:
             ids; ``"bce"``: logits and 0/1 targets of the output's shape; ``"mse"``.
             Sequence outputs ``(N, T, ...)`` are masked by ``lengths``.  A callable
             ``loss(output, y) -> (loss_value, d_output)`` (mean over the batch) is used
-            as is.
+            as is; if it has a ``lengths`` parameter it gets the batch's lengths (or
+            None).
         optimizer : rnnfast.optim optimizer, optimizer name, or None
             Built over ``model.named_parameters()``; a name ("adam", "sgd", "rmsprop",
             "adamw") or None (Adam, lr 1e-3) builds one with default settings.
@@ -206,7 +231,12 @@ class _Trainer:
         owner = f"{type(self).__name__}.compile"
         if callable(loss) and not isinstance(loss, str):
             self._loss_name, self._loss_fn = None, loss
-        elif loss in _losses.LOSSES:
+            try:
+                import inspect
+                self._loss_takes_lengths = "lengths" in inspect.signature(loss).parameters
+            except (TypeError, ValueError):
+                self._loss_takes_lengths = False
+        elif isinstance(loss, str) and loss in _losses.LOSSES:
             self._loss_name = {"softmax_cross_entropy": "cross_entropy",
                                "binary_cross_entropy_with_logits": "bce"}.get(loss, loss)
             self._loss_fn = _losses.LOSSES[loss]
@@ -250,7 +280,10 @@ class _Trainer:
         """(mean loss, d_out, loss_sum, count, correct, n_acc) for one batch."""
         name = self._loss_name
         if name is None:
-            res = self._loss_fn(out, y)
+            if getattr(self, "_loss_takes_lengths", False):
+                res = self._loss_fn(out, y, lengths=lengths)
+            else:
+                res = self._loss_fn(out, y)
             try:
                 loss, grad = res
             except (TypeError, ValueError):
@@ -319,7 +352,11 @@ class _Trainer:
             callbacks = []
         elif callable(callbacks) or hasattr(callbacks, "on_epoch_end"):
             callbacks = [callbacks]
-        callbacks = list(callbacks)
+        try:
+            callbacks = list(callbacks)
+        except TypeError:
+            raise TypeError(f"{owner}: 'callbacks' must be a list of callables, got "
+                            f"{_v.describe(callbacks)}") from None
         for cb in callbacks:
             if not (callable(cb) or hasattr(cb, "on_epoch_end")):
                 raise TypeError(f"{owner}: every callback must be callable(epoch, logs) or have "
@@ -337,6 +374,8 @@ class _Trainer:
         self._diverge_state = {"good": good, "cand": cand, "params": params}
         for epoch in range(epochs):
             self.train()
+            if getattr(self, "stateful", False):
+                self.reset_states()
             order = rng.permutation(n) if shuffle else np.arange(n)
             bar = None
             if bar_cls is not None:
@@ -436,6 +475,9 @@ class _Trainer:
 
     def _evaluate_arrays(self, data, batch_size):
         self.eval()
+        stateful = getattr(self, "stateful", False)
+        if stateful:
+            self.stateful = False   # evaluation is stateless and leaves the states alone
         try:
             n = next(len(v) for v in data.values() if v is not None)
             tot_loss, tot_count, tot_correct, tot_acc = 0.0, 0, 0, 0
@@ -448,6 +490,8 @@ class _Trainer:
                 tot_correct += corr
                 tot_acc += na
         finally:
+            if stateful:
+                self.stateful = True
             self.train()
         logs = {"loss": tot_loss / tot_count if tot_count else 0.0}
         if self._classification() and tot_acc:
@@ -521,7 +565,8 @@ def _early_stopping(owner, es, has_val):
         raise ValueError(f"{owner}: early_stopping['monitor'] must be 'loss' or 'val_loss', got "
                          f"{out['monitor']!r}")
     if out["monitor"] == "val_loss" and not has_val:
-        raise ValueError(f"{owner}: early stopping on 'val_loss' needs validation_data")
+        raise ValueError(f"{owner}: early_stopping monitors 'val_loss', which needs "
+                         f"validation_data")
     return out
 
 
@@ -544,7 +589,13 @@ class Sequential(_Trainer):
         :mod:`rnnfast.layers` layers, recurrent layers (:class:`rnnfast.RNN`,
         :class:`~rnnfast.LSTM`, :class:`~rnnfast.GRU`) and nested :class:`Sequential`.
         Recurrent layers get ``lengths`` and pass on their output sequence ``y``
-        (their final states are used only to carry state across TBPTT chunks).
+        (their final states are used only to carry state across TBPTT chunks, or
+        across calls when ``stateful``).
+    stateful : bool, default False
+        Each forward starts from the final states of the previous one (same batch
+        size; no gradient flows across calls) until :meth:`reset_states`.  ``fit``
+        resets them at every epoch and whenever the batch size changes;
+        ``evaluate`` runs statelessly.
 
     Examples
     --------
@@ -558,7 +609,9 @@ class Sequential(_Trainer):
     <rnnfast.models.Sequential object at ...>
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers, stateful=False):
+        self.stateful = _v.check_bool("Sequential", "stateful", stateful)
+        self._states = None
         if isinstance(layers, (Layer, Sequential)) or _is_recurrent(layers):
             layers = [layers]
         try:
@@ -597,6 +650,10 @@ class Sequential(_Trainer):
         inner = ",\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential(\n{inner}\n)"
 
+    def reset_states(self):
+        """Forget the states a ``stateful`` model carries."""
+        self._states = None
+
     @property
     def recurrent_layers(self):
         return [layer for layer in self.layers if _is_recurrent(layer)]
@@ -613,17 +670,21 @@ class Sequential(_Trainer):
         """
         states_in = initial_state
         n_rec = len(self.recurrent_layers)
+        if states_in is None and self.stateful and self._states is not None:
+            n = np.shape(x)[0] if np.ndim(x) else 0
+            carried = _state_rows(self._states[0]) if self._states else n
+            if carried != n:
+                raise ValueError(f"Sequential.forward: this stateful model carries states for "
+                                 f"{carried} sequences, x has {n}; call reset_states() first")
+            states_in = self._states
         if states_in is not None and len(states_in) != n_rec:
             raise ValueError(f"Sequential.forward: 'initial_state' must have one entry per "
                              f"recurrent layer ({n_rec}), got {len(states_in)}")
         if lengths is not None:
-            x_arr = _as_array("Sequential.forward", "x", x)
-            if x_arr.ndim < 2:
-                raise ValueError(f"Sequential.forward: 'lengths' needs sequences x of shape "
-                                 f"(N, T, ...), got {x_arr.shape}")
-            lengths = _v.check_lengths("Sequential.forward", lengths, x_arr.shape[0],
-                                       x_arr.shape[1], False)
-            x = x_arr
+            x = _as_array("Sequential.forward", "x", x)
+            if x.ndim < 1:
+                raise ValueError("Sequential.forward: 'x' must have a batch axis, got a scalar")
+            lengths = self._check_lengths("Sequential.forward", lengths, x)
         states_out = []
         r = 0
         for layer in self.layers:
@@ -642,6 +703,8 @@ class Sequential(_Trainer):
                 x = layer(x, lengths)
             else:
                 x = layer(x)
+        if self.stateful:
+            self._states = _detach(states_out)
         return (x, states_out) if return_state else x
 
     def backward(self, dy):
@@ -681,13 +744,35 @@ class Sequential(_Trainer):
                              f"{x.shape}")
         return x
 
+    @staticmethod
+    def _check_finite(owner, x, lengths, name="x"):
+        """Float inputs must be finite at the valid steps (padding may hold anything)."""
+        if x.dtype.kind != "f":
+            return
+        if lengths is not None:
+            x = x[np.arange(x.shape[1])[None, :] < lengths[:, None]]
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{owner}: {name!r} holds NaN or Inf"
+                             + (" at valid steps" if lengths is not None else ""))
+
+    def _input_steps(self, x):
+        """T when ``x`` is a batch of sequences (ids ``(N, T)`` for an Embedding first,
+        ``(N, T, F)`` otherwise), else None (e.g. ``(N, F)`` into RepeatVector)."""
+        first = self.layers[0]
+        while isinstance(first, Sequential):
+            first = first.layers[0]
+        if isinstance(first, Embedding):
+            return x.shape[1] if x.ndim >= 2 else None
+        return x.shape[1] if x.ndim >= 3 else None
+
     def _check_lengths(self, owner, lengths, x, name="lengths"):
+        """Lengths ``(N,)``; bounded by x's T for sequence input, else by the recurrent
+        layers themselves (one-to-many: lengths of the generated steps)."""
         if lengths is None:
             return None
-        if x.ndim < 2:
-            raise ValueError(f"{owner}: {name!r} needs sequences x of shape (N, T, ...), got "
-                             f"{x.shape}")
-        return _v.check_lengths(f"{owner} ({name})", lengths, x.shape[0], x.shape[1], False)
+        T = self._input_steps(x)
+        return _v.check_lengths(f"{owner} ({name})", lengths, x.shape[0],
+                                2**62 if T is None else T, False)
 
     def _check_y(self, owner, y, x, lengths, name="y"):
         """Validate targets against the output the model gives on one sample."""
@@ -730,16 +815,20 @@ class Sequential(_Trainer):
         return y
 
     def _probe(self, x, lengths):
-        was = self.training
+        """The output for a few samples, in eval mode, leaving carried states alone."""
+        was, stateful = self.training, self.stateful
         self.eval()
+        self.stateful = False
         try:
             return self.forward(x, lengths)
         finally:
+            self.stateful = stateful
             self.train(was)
 
     def _data(self, owner, x, y, lengths, names=("x", "y", "lengths")):
         x = self._check_x(owner, x, names[0])
         lengths = self._check_lengths(owner, lengths, x, names[2])
+        self._check_finite(owner, x, lengths if self._input_steps(x) else None, names[0])
         y = self._check_y(owner, y, x, lengths, names[1])
         return {"x": x, "y": y, "lengths": lengths}
 
@@ -834,6 +923,9 @@ class Sequential(_Trainer):
 
     def _train_batch(self, batch, epoch, bi, history):
         x, y, lengths = batch["x"], batch["y"], batch["lengths"]
+        if self.stateful and self._states is not None and (
+                _state_rows(self._states[0]) != x.shape[0]):
+            self.reset_states()
         if self._tbptt is None:
             self._guard_begin()
             out = self.forward(x, lengths)
@@ -845,11 +937,13 @@ class Sequential(_Trainer):
         return self._train_tbptt(x, y, lengths, epoch, bi, history)
 
     def _train_tbptt(self, x, y, lengths, epoch, bi, history):
-        """Windows ``[e - k2, e)`` for ``e = k1, 2 k1, ..., T``: one update each, from the
-        loss of the window's last (new) k1 steps, backpropagated through the whole
-        window.  The state at a window's start is the previous window's final state
-        (k1 == k2) or is recomputed by a forward without backward from the last carried
-        state; states never carry gradients across windows."""
+        """Chunks ``[c, c + k1)`` for ``c = 0, k1, 2 k1, ...`` (the last one may be
+        shorter): one update each, from the loss of the chunk's steps, backpropagated
+        through the window ``[c + k1 - k2, c + k1)`` (clipped to ``[0, T)``).  The state
+        at a window's start is the previous window's final state (k1 == k2) or is
+        recomputed by a forward without backward from the last carried state; states
+        never carry gradients across windows (weights change between windows, as in any
+        truncated BPTT)."""
         k1, k2 = self._tbptt
         N, T = x.shape[0], x.shape[1]
         lens = lengths if lengths is not None else np.full(N, T, dtype=np.int64)
@@ -858,7 +952,7 @@ class Sequential(_Trainer):
         first = 0
         while first < T:
             e = min(first + k1, T)
-            s = max(0, e - k2)
+            s = max(0, first + k1 - k2)
             if s > pos:
                 state = self._advance(x[:, pos:s], np.clip(lens - pos, 0, s - pos), state)
                 pos = s
@@ -874,7 +968,7 @@ class Sequential(_Trainer):
             self.backward(g)
             self._step_guarded(epoch, bi, history)
             stats.append((sm, c, corr, na))
-            if max(0, min(e + k1, T) - k2) == e:   # the next window starts where this ended
+            if max(0, e + k1 - k2) == e:   # the next window starts where this one ended
                 state, pos = _detach(new_state), e
             first = e
         return stats
@@ -928,6 +1022,7 @@ class Sequential(_Trainer):
         batch_size = _v.check_int(owner, "batch_size", batch_size)
         x = self._check_x(owner, x)
         lengths = self._check_lengths(owner, lengths, x)
+        self._check_finite(owner, x, lengths if self._input_steps(x) else None)
         was = self.training
         self.eval()
         try:
@@ -939,7 +1034,14 @@ class Sequential(_Trainer):
         return np.concatenate(outs, axis=0)
 
     def _spec(self):
-        return {"class": "Sequential", "layers": [_layer_spec(layer) for layer in self.layers]}
+        spec = {"class": "Sequential", "layers": [_layer_spec(layer) for layer in self.layers]}
+        if self.stateful:
+            spec["stateful"] = True
+        return spec
+
+
+def _state_rows(state):
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
 
 
 def _detach(states):
@@ -1017,6 +1119,14 @@ class Seq2Seq(_Trainer):
         if decoder_embedding.embedding_dim != dec.input_size:
             raise ValueError(f"{owner}: decoder_embedding dim {decoder_embedding.embedding_dim} "
                              f"!= decoder_rnn input_size {dec.input_size}")
+        last = head
+        while isinstance(last, Sequential):
+            last = last.layers[-1]
+        out_features = getattr(last, "out_features", None)
+        if out_features is not None and out_features != decoder_embedding.num_embeddings:
+            raise ValueError(f"{owner}: the head predicts {out_features} classes but the decoder "
+                             f"vocabulary has {decoder_embedding.num_embeddings} tokens (generated "
+                             f"tokens are fed back to decoder_embedding)")
         self.encoder_embedding = encoder_embedding
         self.encoder_rnn = enc
         self.decoder_embedding = decoder_embedding
@@ -1147,7 +1257,8 @@ class Seq2Seq(_Trainer):
             raise ValueError(f"{owner}: Seq2Seq trains with loss='cross_entropy'")
         bos = self._token(owner, "bos", bos) if bos is not None else self.bos
         if bos is None:
-            raise ValueError(f"{owner}: give the start token: Seq2Seq(..., bos=...) or fit(bos=...)")
+            raise ValueError(f"{owner}: give the start token: Seq2Seq(..., bos=...) or "
+                             f"fit(bos=...)")
         self._bos_fit = bos
         data = self._data(owner, x, y, lengths, y_lengths)
         validation = None
@@ -1177,7 +1288,9 @@ class Seq2Seq(_Trainer):
     def _eval_batch(self, batch):
         x, y = batch["x"], batch["y"]
         ylen = batch["y_lengths"]
-        bos = getattr(self, "_bos_fit", None) or self.bos
+        bos = getattr(self, "_bos_fit", None)
+        if bos is None:
+            bos = self.bos
         logits = self.forward(x, self._decoder_inputs(y, bos), batch["lengths"], ylen)
         _, _, s, c, corr, na = self._loss(logits, y, ylen if ylen is not None else
                                           np.full(y.shape[0], y.shape[1], dtype=np.int64))
@@ -1250,6 +1363,61 @@ class Seq2Seq(_Trainer):
 
 
 # ---------------------------------------------------------------------------
+# data helper
+
+
+def pad_sequences(sequences, maxlen=None, value=0, dtype=None):
+    """Stack variable-length sequences into a batch-first array and their lengths.
+
+    Parameters
+    ----------
+    sequences : list of array-likes of shape (T_i,) or (T_i, F)
+        Token-id sequences or per-step feature vectors (all with the same trailing shape).
+    maxlen : int, optional
+        Pad (at the end) or truncate (keeping the beginning) to this length; default the
+        longest sequence.
+    value : scalar
+        Padding value.
+    dtype : dtype, optional
+        Default: the sequences' common dtype.
+
+    Returns
+    -------
+    padded : ndarray of shape (N, maxlen) or (N, maxlen, F)
+    lengths : int64 ndarray of shape (N,)
+    """
+    owner = "pad_sequences"
+    try:
+        arrays = [np.asarray(s) for s in sequences]
+    except TypeError:
+        raise TypeError(f"{owner}: 'sequences' must be a list of arrays, got "
+                        f"{_v.describe(sequences)}") from None
+    except ValueError as exc:
+        raise ValueError(f"{owner}: a sequence is not a regular array ({exc})") from None
+    if not arrays:
+        raise ValueError(f"{owner}: 'sequences' is empty")
+    tails = {a.shape[1:] for a in arrays if a.size or a.ndim > 1}
+    if not tails:
+        tails = {()}
+    if any(a.ndim == 0 for a in arrays) or len(tails) != 1:
+        raise ValueError(f"{owner}: every sequence must have shape (T_i, ...) with the same "
+                         f"trailing shape, got shapes {[a.shape for a in arrays[:5]]}...")
+    lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    if maxlen is None:
+        maxlen = int(lengths.max())
+    else:
+        maxlen = _v.check_int(owner, "maxlen", maxlen, 0)
+    if dtype is None:   # an empty list is float64 to NumPy: it does not decide the dtype
+        filled = [a for a in arrays if a.size]
+        dtype = np.result_type(*filled) if filled else np.int64
+    out = np.full((len(arrays), maxlen) + tails.pop(), value, dtype=dtype)
+    for i, a in enumerate(arrays):
+        n = min(a.shape[0], maxlen)
+        out[i, :n] = a[:n]
+    return out, np.minimum(lengths, maxlen)
+
+
+# ---------------------------------------------------------------------------
 # save / load
 
 
@@ -1279,7 +1447,10 @@ def _build(spec, bad):
         layers = spec.get("layers")
         if not isinstance(layers, list) or not layers:
             raise bad("Sequential without layers")
-        return Sequential([_build(s, bad) for s in layers])
+        stateful = spec.get("stateful", False)
+        if not isinstance(stateful, bool):
+            raise bad("Sequential 'stateful' is not a bool")
+        return Sequential([_build(s, bad) for s in layers], stateful=stateful)
     if cls == "Seq2Seq":
         parts = spec.get("parts")
         if not isinstance(parts, dict) or set(parts) != set(Seq2Seq._PARTS):

@@ -93,6 +93,13 @@ class Optimizer:
         """Update the parameters in place from ``grads`` (dict name -> ndarray); names
         missing from ``grads`` (or mapped to None) are left unchanged."""
         grads = self._check_grads(grads)
+        locked = [name for name in grads if not self.params[name].flags.writeable]
+        if locked:
+            raise ValueError(
+                f"{type(self).__name__}.step: parameters {_v.name_list(locked)} are read-only: "
+                f"a recurrent layer locks its weights while a training forward awaits its "
+                f"backward, or while eval mode uses packed weights; run backward first, or "
+                f"call model.train() / layer.flatten_parameters()")
         self.step_count += 1
         for name, g in grads.items():
             self._update(name, self.params[name], g.astype(self.params[name].dtype, copy=False),

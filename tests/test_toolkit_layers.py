@@ -213,3 +213,17 @@ def test_layer_state_dict_round_trip():
         b.load_state_dict({"weight": np.zeros((2, 3))})
     with pytest.raises(RuntimeError, match="training-mode forward"):
         Linear(3, 2).backward(np.zeros((1, 2), np.float32))
+
+
+@pytest.mark.parametrize("layer,x", [
+    (Tanh(), np.zeros((2, 3))), (ReLU(), np.zeros((2, 3))), (Sigmoid(), np.zeros((2, 3))),
+    (Softmax(), np.zeros((2, 3))), (Dropout(0.5, seed=0), np.ones((2, 3))),
+    (Linear(3, 4, dtype=F64), np.zeros((2, 3))), (RepeatVector(4), np.zeros((2, 3))),
+    (LastStep(False), np.zeros((2, 5, 3))), (Embedding(4, 3, dtype=F64), np.zeros((2, 5), int)),
+], ids=lambda v: type(v).__name__ if not isinstance(v, np.ndarray) else str(v.shape))
+def test_backward_rejects_wrong_dy_shape(layer, x):
+    y = layer(x)
+    with pytest.raises(ValueError, match="dy"):
+        layer.backward(np.zeros(y.shape + (1,)))
+    with pytest.raises(ValueError, match="dy"):
+        layer.backward(np.zeros((1,) * y.ndim))    # would broadcast silently

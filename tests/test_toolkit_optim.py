@@ -140,3 +140,18 @@ def test_schedules_match_torch(kind):
         worst = max(worst, abs(a - b) / b)
     print(f"{kind} schedule: max rel diff to torch over 20 epochs {worst:.2e}")
     assert worst <= 1e-12
+
+
+def test_step_on_locked_recurrent_weights_says_why():
+    import rnnfast
+    lstm = rnnfast.LSTM(2, 3, seed=0)
+    opt = optim.SGD(dict(lstm.named_parameters()), lr=0.1)
+    lstm.eval()
+    for _ in range(2):                              # the second call packs and locks
+        lstm(np.zeros((2, 1, 2), np.float32))
+    grads = {k: np.ones_like(v) for k, v in lstm.named_parameters()}
+    with pytest.raises(ValueError, match="read-only.*flatten_parameters"):
+        opt.step(grads)
+    lstm.train()
+    opt.step(grads)
+    assert opt.step_count == 1
