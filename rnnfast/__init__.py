@@ -8,11 +8,17 @@ from ._config import get_num_threads, set_num_threads, show_config
 from . import functional
 from .nn import GRU, LSTM, RNN
 from .stream import Streamer
+# training toolkit (NumPy only; tqdm is imported lazily by fit(progress=True))
+from . import layers, losses, optim, init, models
+from .layers import Embedding, Linear
+from .models import Sequential, Seq2Seq, TrainingDiverged
+from ._gradcheck import gradcheck
 
 try:  # load the compiled core now, so its OpenMP runtime is visible to threadpoolctl
     from ._cpu import _kernels as _kernels  # noqa: F401
 except ImportError:  # not built: only backend="reference" works (functional says so)
     pass
 
-__all__ = ["RNN", "LSTM", "GRU", "functional", "show_config", "set_num_threads",
-           "get_num_threads", "__version__", "Streamer"]
+__all__ = ["RNN", "LSTM", "GRU", "Streamer", "functional", "layers", "losses", "optim", "init",
+           "models", "Embedding", "Linear", "Sequential", "Seq2Seq", "TrainingDiverged",
+           "gradcheck", "show_config", "set_num_threads", "get_num_threads", "__version__"]

@@ -4,7 +4,8 @@
 also proves the compiled path works: a small LSTM forward and backward compared with the
 pure-NumPy reference; `rnnfast bench` runs the benchmark suite of BENCHMARKS.md against
 the installed peers (PyTorch, ONNX Runtime, a NumPy loop) and prints the table
-(`rnnfast bench --help`).
+(`rnnfast bench --help`); `rnnfast demo` trains a character-level LSTM for a few minutes
+and shows which cells track strings, indentation and line position (`rnnfast demo --help`).
 """
 import argparse
 import sys
@@ -53,7 +54,13 @@ def main(argv=None):
         description="Time rnnfast and the installed peers on the shapes of BENCHMARKS.md "
                     "(interleaved, same thread count, agreement checked first) and print "
                     "the table. Peers: pip install 'rnnfast[bench]' torch==2.13.0"))
+    from . import demo
+    demo.add_arguments(sub.add_parser(
+        "demo", help="train a character-level LSTM and find interpretable cells",
+        description=demo.build_parser().description))
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo.main_args(args)
     if args.command == "bench":
         return _bench.main_bench(args)
     from . import show_config
