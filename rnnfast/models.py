@@ -397,15 +397,17 @@ class _Trainer:
                         if tot_count:
                             bar.set_postfix(loss=f"{tot_loss / tot_count:.4f}",
                                             refresh=False)
+                logs = {"loss": tot_loss / tot_count if tot_count else 0.0}
+                if self._classification() and tot_acc:
+                    logs["accuracy"] = tot_correct / tot_acc
+                if validation is not None:
+                    vlogs = self._evaluate_arrays(validation, batch_size)
+                    logs.update({"val_" + k: v for k, v in vlogs.items()})
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=True)
             finally:
                 if bar is not None:
                     bar.close()
-            logs = {"loss": tot_loss / tot_count if tot_count else 0.0}
-            if self._classification() and tot_acc:
-                logs["accuracy"] = tot_correct / tot_acc
-            if validation is not None:
-                vlogs = self._evaluate_arrays(validation, batch_size)
-                logs.update({"val_" + k: v for k, v in vlogs.items()})
             logs["lr"] = self.optimizer.lr
             logs["seconds"] = time.perf_counter() - t0
             history._record(epoch, logs)
