@@ -134,3 +134,39 @@ int rf_openmp_max_threads(void)
     return 1;
 #endif
 }
+
+
+/* ---- the general path, for float and double (csrc/general_impl.h) */
+#include <math.h>
+
+#define REAL float
+#define GSFX f32
+#define G_EXP expf
+#define G_TANH tanhf
+#define G_LOG1P log1pf
+#define G_FABS fabsf
+#include "general_impl.h"
+#undef REAL
+#undef GSFX
+#undef G_EXP
+#undef G_TANH
+#undef G_LOG1P
+#undef G_FABS
+
+#define REAL double
+#define GSFX f64
+#define G_EXP exp
+#define G_TANH tanh
+#define G_LOG1P log1p
+#define G_FABS fabs
+#include "general_impl.h"
+
+int rf_gen_forward(const rf_gen_fwd_args *a)
+{
+    return a->dtype == RF_F32 ? gen_forward_f32(a) : gen_forward_f64(a);
+}
+
+int rf_gen_backward(const rf_gen_bwd_args *a)
+{
+    return a->dtype == RF_F32 ? gen_backward_f32(a) : gen_backward_f64(a);
+}
