@@ -73,6 +73,7 @@ __all__ = [
     "RNNOutput",
     "RNNGradients",
     "RNNCache",
+    "onnx_activation_params",
 ]
 
 
@@ -604,6 +605,66 @@ def _backward(owner, cache, dy, dh_n, dc_n):
 
 # ----------------------------------------------------------------------------
 # public API
+
+
+def onnx_activation_params(activations, activation_alpha=None, activation_beta=None):
+    """Convert ONNX's packed ``activation_alpha`` / ``activation_beta`` to rnnfast's
+    aligned lists.
+
+    In an ONNX RNN / GRU / LSTM node the alpha (beta) list holds values only for the
+    activations that take an alpha (beta), in the order of ``activations``; ONNX
+    Runtime consumes them so.  rnnfast's ``activation_alpha`` / ``activation_beta``
+    have one entry per activation instead.  Takers of alpha: Affine, LeakyRelu,
+    ThresholdedRelu, ScaledTanh, HardSigmoid, Elu; of beta: Affine, ScaledTanh,
+    HardSigmoid.  Activations left without a value get ONNX Runtime's default.
+
+    Parameters
+    ----------
+    activations : list of str
+        ONNX activation names (case-insensitive), as in the node.
+    activation_alpha, activation_beta : list of float, optional
+        The node's attributes.
+
+    Returns
+    -------
+    (list of float, list of float)
+        ``activation_alpha`` and ``activation_beta`` aligned with ``activations``.
+
+    Raises
+    ------
+    ValueError
+        An unknown activation name, or more values than takers.
+    """
+    owner = "onnx_activation_params"
+    if isinstance(activations, (str, bytes)) or not isinstance(activations, (list, tuple)):
+        raise TypeError(f"{owner}: 'activations' must be a list of ONNX activation names, "
+                        f"got {_v.describe(activations)}")
+    names = []
+    for k, a in enumerate(activations):
+        if not isinstance(a, str) or a.lower() not in _v.ACTIVATIONS:
+            raise ValueError(
+                f"{owner}: activations[{k}] must be one of "
+                f"{', '.join(_v.ACTIVATIONS.values())}, got {a!r}")
+        names.append(a.lower())
+    out = []
+    for attr, takers, which in (
+            (activation_alpha, ("affine", "leakyrelu", "thresholdedrelu", "scaledtanh",
+                                "hardsigmoid", "elu"), 0),
+            (activation_beta, ("affine", "scaledtanh", "hardsigmoid"), 1)):
+        label = "activation_alpha" if which == 0 else "activation_beta"
+        values = list(_v._check_real_list(owner, label, attr, 1 << 30) or [])
+        n_takers = sum(nm in takers for nm in names)
+        if len(values) > n_takers:
+            raise ValueError(
+                f"{owner}: {label!r} has {len(values)} values but only {n_takers} of the "
+                f"activations take one")
+        it = iter(values)
+        aligned = []
+        for nm in names:
+            v = next(it, None) if nm in takers else None
+            aligned.append(_v.ACTIVATION_DEFAULTS[nm][which] if v is None else v)
+        out.append(aligned)
+    return out[0], out[1]
 
 
 def rnn_forward(mode, x, params, *, num_layers, hidden_size, bias=True,

@@ -16,15 +16,19 @@ def _reorder(w, cell, H):
 
 def onnx_run(cell, x, params, H, *, bidirectional=False, direction=None, layout=0,
              lengths=None, h0=None, c0=None, activations=None, alpha=None, beta=None,
-             clip=None, input_forget=False, peephole=False, linear_before_reset=1):
-    """Run ONNX Runtime on a one-layer model; x is time-major (T, N, I).
+             clip=None, input_forget=False, peephole=False, linear_before_reset=1,
+             engine="ort"):
+    """Run ONNX Runtime (engine='ort') or onnx's reference evaluator
+    (engine='onnx-reference', which supports layout=1 but ignores sequence_lens,
+    activations, clip and input_forget) on a one-layer model; x is time-major (T, N, I).
 
     Returns (Y (T, N, D*H) time-major, Y_h (D, N, H), Y_c or None).
     ``alpha`` / ``beta`` are passed to ONNX as they are (ONNX's own packing).
     """
     import onnx
     from onnx import TensorProto, helper
-    import onnxruntime as ort
+    if engine == "ort":
+        import onnxruntime as ort
 
     cell = "rnn" if cell.startswith("rnn") else cell
     D = 2 if bidirectional else 1
@@ -82,8 +86,13 @@ def onnx_run(cell, x, params, H, *, bidirectional=False, direction=None, layout=
     graph = helper.make_graph([node], "g", ins, onames)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     model.ir_version = 8
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    res = sess.run(outs, feeds)
+    if engine == "ort":
+        sess = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        res = sess.run(outs, feeds)
+    else:
+        from onnx.reference import ReferenceEvaluator
+        res = ReferenceEvaluator(model).run(outs, feeds)
     Y = res[0]
     if layout == 0:                       # (T, D, N, H)
         Y = Y.transpose(0, 2, 1, 3)
