@@ -569,6 +569,10 @@ def check_params(owner, params, shapes, dtype, source=None):
             hint = " (weight_hr_* are the LSTM projections of proj_size > 0)"
         elif unexpected and all(k.startswith("weight_hr_") for k in unexpected):
             hint = " (for an LSTM with projections pass proj_size=...)"
+        elif missing and all(k.startswith("weight_peep_") for k in missing):
+            hint = " (weight_peep_* are the LSTM peepholes of peephole=True)"
+        elif unexpected and all(k.startswith("weight_peep_") for k in unexpected):
+            hint = " (for an LSTM with peepholes pass peephole=True)"
         raise ValueError(
             f"{owner}: params do not match the configuration: " + "; ".join(parts) + hint
         )

@@ -487,7 +487,7 @@ class _RNNBase:
     def _config(self):
         cfg = {
             "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
+            "format_version": 1,      # 2 below when the layer has ONNX options
             "class": type(self).__name__,
             "input_size": self.input_size,
             "hidden_size": self.hidden_size,
