@@ -105,3 +105,30 @@ def test_report_worst():
     """Print the largest differences seen by this module (run with -s to see them)."""
     print(f"\nsemantics agreement, worst relative differences: float64 {WORST['f64']:.2e}, "
           f"float32 forward {WORST['f32_fwd']:.2e}, float32 gradients {WORST['f32_grad']:.2e}")
+
+
+def test_general_path_bitwise_independent_of_threads():
+    import rnnfast
+    params, x, hx = make("LSTM", T=6, N=9, H=7, peephole=True)
+    kw = dict(H=7, peephole=True, clip=0.8, lengths=[6, 5, 4, 3, 2, 1, 0, 6, 6],
+              activations=["HardSigmoid", "Softsign", "Elu"])
+    old = rnnfast.get_num_threads()
+    try:
+        rnnfast.set_num_threads(1)
+        one = run("LSTM", params, x, hx, "cpu", **kw)
+        rnnfast.set_num_threads(4)
+        four = run("LSTM", params, x, hx, "cpu", **kw)
+    finally:
+        rnnfast.set_num_threads(old)
+    for k in one:
+        assert np.array_equal(one[k], four[k]), k
+
+
+def test_general_path_zero_batch_and_padded_outputs():
+    params, x, hx = make("GRU", T=4, N=3, H=3)
+    got = run("GRU", params, x, hx, "cpu", H=3, lengths=[4, 0, 2], clip=0.5)
+    assert np.all(got["y"][2:, 2] == 0) and np.all(got["y"][:, 1] == 0)
+    assert np.all(got["dx"][2:, 2] == 0) and np.all(got["dx"][:, 1] == 0)
+    e_params, e_x, e_hx = make("LSTM", T=3, N=0, H=3, peephole=True)
+    res = run("LSTM", e_params, e_x, e_hx, "cpu", H=3, peephole=True, clip=1.0)
+    assert res["y"].shape == (3, 0, 3) and not np.any(res["d_weight_peep_l0"])
