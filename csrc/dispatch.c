@@ -14,7 +14,9 @@
     int64_t rf_pack_forward_size_##isa(const rf_fwd_args *a);                             \
     int rf_pack_forward_##isa(const rf_fwd_args *a, void *dst);                           \
     int rf_gemm_##isa(int, int, int, int64_t, int64_t, int64_t, const void *, int64_t,    \
-                      const void *, int64_t, int, void *, int64_t, int);
+                      const void *, int64_t, int, void *, int64_t, int);                   \
+    int rf_gen_forward_##isa(const rf_gen_fwd_args *a);                                   \
+    int rf_gen_backward_##isa(const rf_gen_bwd_args *a);
 #ifdef RF_HAVE_X86_VARIANTS
 RF_DECLARE(avx512)
 RF_DECLARE(avx2)
@@ -136,37 +138,25 @@ int rf_openmp_max_threads(void)
 }
 
 
-/* ---- the general path, for float and double (csrc/general_impl.h) */
-#include <math.h>
-
-#define REAL float
-#define GSFX f32
-#define G_EXP expf
-#define G_TANH tanhf
-#define G_LOG1P log1pf
-#define G_FABS fabsf
-#include "general_impl.h"
-#undef REAL
-#undef GSFX
-#undef G_EXP
-#undef G_TANH
-#undef G_LOG1P
-#undef G_FABS
-
-#define REAL double
-#define GSFX f64
-#define G_EXP exp
-#define G_TANH tanh
-#define G_LOG1P log1p
-#define G_FABS fabs
-#include "general_impl.h"
-
+/* the general path (csrc/general_impl.h), compiled per variant like the kernels */
 int rf_gen_forward(const rf_gen_fwd_args *a)
 {
-    return a->dtype == RF_F32 ? gen_forward_f32(a) : gen_forward_f64(a);
+    switch (rf_isa()) {
+#ifdef RF_HAVE_X86_VARIANTS
+    case RF_ISA_AVX512: return rf_gen_forward_avx512(a);
+    case RF_ISA_AVX2: return rf_gen_forward_avx2(a);
+#endif
+    default: return rf_gen_forward_base(a);
+    }
 }
 
 int rf_gen_backward(const rf_gen_bwd_args *a)
 {
-    return a->dtype == RF_F32 ? gen_backward_f32(a) : gen_backward_f64(a);
+    switch (rf_isa()) {
+#ifdef RF_HAVE_X86_VARIANTS
+    case RF_ISA_AVX512: return rf_gen_backward_avx512(a);
+    case RF_ISA_AVX2: return rf_gen_backward_avx2(a);
+#endif
+    default: return rf_gen_backward_base(a);
+    }
 }

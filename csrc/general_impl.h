@@ -20,7 +20,7 @@
 #define GN(name) G_PASTE(name, GSFX)
 
 /* out = act(in) for the ONNX activation `code` (enum rf_act) */
-static void GN(act)(int code, REAL al, REAL be, const REAL *restrict in, REAL *restrict out,
+static void GN(g_act)(int code, REAL al, REAL be, const REAL *restrict in, REAL *restrict out,
                     int64_t n)
 {
     int64_t j;
@@ -68,7 +68,7 @@ static void GN(act)(int code, REAL al, REAL be, const REAL *restrict in, REAL *r
 }
 
 /* out = act'(in), the one-sided choices of the reference at kinks */
-static void GN(act_grad)(int code, REAL al, REAL be, const REAL *restrict in,
+static void GN(g_act_grad)(int code, REAL al, REAL be, const REAL *restrict in,
                          REAL *restrict out, int64_t n)
 {
     int64_t j;
@@ -125,7 +125,7 @@ static void GN(act_grad)(int code, REAL al, REAL be, const REAL *restrict in,
 }
 
 /* A = clip(a) (a copy when there is no clip) */
-static inline void GN(clip)(REAL c, const REAL *restrict a, REAL *restrict A, int64_t n)
+static inline void GN(g_clip)(REAL c, const REAL *restrict a, REAL *restrict A, int64_t n)
 {
     int64_t j;
     if (c > 0) {
@@ -136,20 +136,20 @@ static inline void GN(clip)(REAL c, const REAL *restrict a, REAL *restrict A, in
 }
 
 /* gate = act(clip(a)) */
-static inline void GN(gate)(const rf_act_spec *sp, REAL c, const REAL *a, REAL *tmp,
+static inline void GN(g_gate)(const rf_act_spec *sp, REAL c, const REAL *a, REAL *tmp,
                             REAL *out, int64_t n)
 {
-    GN(clip)(c, a, tmp, n);
-    GN(act)(sp->code, (REAL)sp->alpha, (REAL)sp->beta, tmp, out, n);
+    GN(g_clip)(c, a, tmp, n);
+    GN(g_act)(sp->code, (REAL)sp->alpha, (REAL)sp->beta, tmp, out, n);
 }
 
 /* g *= d act(clip(a)) / da: act'(clip(a)) inside [-c, c], 0 outside */
-static inline void GN(gate_grad_mul)(const rf_act_spec *sp, REAL c, const REAL *a, REAL *tmp,
+static inline void GN(g_gate_grad_mul)(const rf_act_spec *sp, REAL c, const REAL *a, REAL *tmp,
                                      REAL *tmp2, REAL *restrict g, int64_t n)
 {
     int64_t j;
-    GN(clip)(c, a, tmp, n);
-    GN(act_grad)(sp->code, (REAL)sp->alpha, (REAL)sp->beta, tmp, tmp2, n);
+    GN(g_clip)(c, a, tmp, n);
+    GN(g_act_grad)(sp->code, (REAL)sp->alpha, (REAL)sp->beta, tmp, tmp2, n);
     if (c > 0) {
         for (j = 0; j < n; j++) g[j] *= (a[j] >= -c && a[j] <= c) ? tmp2[j] : 0;
     } else {
@@ -158,11 +158,16 @@ static inline void GN(gate_grad_mul)(const rf_act_spec *sp, REAL c, const REAL *
 }
 
 /* out[0:n] += s * v[0:n] */
-static inline void GN(axpy)(REAL s, const REAL *restrict v, REAL *restrict out, int64_t n)
+static inline void GN(g_axpy)(REAL s, const REAL *restrict v, REAL *restrict out, int64_t n)
 {
     int64_t j;
     for (j = 0; j < n; j++) out[j] += s * v[j];
 }
+
+/* batch rows per block: each row of W_hh (or W_hh^T) is loaded once per block and step */
+#ifndef G_RB
+#define G_RB 4
+#endif
 
 static int GN(gen_threads)(int nthreads, int64_t N)
 {
@@ -191,8 +196,9 @@ static int GN(gen_forward)(const rf_gen_fwd_args *a)
     REAL *y = a->y, *h_n = a->h_n, *c_n = a->c_n, *pre = a->pre;
     REAL *hprev = a->hprev, *cprev = a->cprev, *cs = a->cs, *ms = a->ms, *aux = a->aux;
     const int training = a->training;
-    const int nt = GN(gen_threads)(a->nthreads, N);
-    const int64_t per = 6 * GH + 2 * P + 8;
+    const int64_t nblk = (N + G_RB - 1) / G_RB;
+    const int nt = GN(gen_threads)(a->nthreads, nblk);
+    const int64_t per = 6 * GH + 2 * P + 8;     /* scratch per row */
     int64_t r, j, k;
     int st = 0;
 
@@ -203,7 +209,8 @@ static int GN(gen_forward)(const rf_gen_fwd_args *a)
             for (r = 0; r < TN; r++)
                 for (j = 0; j < GH; j++) pre[r * GH + j] += b_ih[j];
     }
-    REAL *whhT = malloc((size_t)(P * GH + (w_hr ? H * P : 0) + per * nt + 1) * sizeof(REAL));
+    REAL *whhT = malloc((size_t)(P * GH + (w_hr ? H * P : 0) + per * G_RB * nt + 1) *
+                        sizeof(REAL));
     if (!whhT) return RF_ENOMEM;
     REAL *whrT = whhT + P * GH;
     REAL *scratch = whrT + (w_hr ? H * P : 0);
@@ -223,29 +230,49 @@ static int GN(gen_forward)(const rf_gen_fwd_args *a)
         if (gru) memset(aux, 0, (size_t)(TN * H) * sizeof(REAL));
     }
 
-    int64_t n;
+    const int64_t ncols = (gru && !a->reset_after) ? 2 * H : GH;
+    int64_t blk;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-    for (n = 0; n < N; n++) {
-        REAL *gh = scratch + per * GN(gen_tid)();
-        REAL *gt = gh + GH;        /* activated gates, GH */
-        REAL *tmp = gt + GH;       /* clipped pre-activations, GH */
-        REAL *mbuf = tmp + GH;     /* m_t or r*h, H */
-        REAL *hc = mbuf + H;       /* h(c_t), H */
-        REAL *h = h_n + n * P, *c = lstm ? c_n + n * H : NULL;
-        const int64_t len = a->lengths ? a->lengths[n] : T;
-        int64_t s, jj, kk;
-        memcpy(h, h0 + n * P, (size_t)P * sizeof(REAL));
-        if (lstm) memcpy(c, c0 + n * H, (size_t)H * sizeof(REAL));
-        for (s = 0; s < len; s++) {
+    for (blk = 0; blk < nblk; blk++) {
+        REAL *base = scratch + per * G_RB * GN(gen_tid)();
+        const int64_t n0 = blk * G_RB, nrow = N - n0 < G_RB ? N - n0 : G_RB;
+        int64_t lens[G_RB], maxlen = 0, s, jj, kk, q;
+        for (q = 0; q < nrow; q++) {
+            const int64_t n = n0 + q;
+            lens[q] = a->lengths ? a->lengths[n] : T;
+            if (lens[q] > maxlen) maxlen = lens[q];
+            memcpy(h_n + n * P, h0 + n * P, (size_t)P * sizeof(REAL));
+            if (lstm) memcpy(c_n + n * H, c0 + n * H, (size_t)H * sizeof(REAL));
+        }
+        for (s = 0; s < maxlen; s++) {
+          /* recurrent products of the block's active rows: gh = b_hh + h W_hh^T */
+          for (q = 0; q < nrow; q++) {
+              REAL *gh = base + q * per;
+              if (s < lens[q])
+                  for (jj = 0; jj < GH; jj++) gh[jj] = b_hh ? b_hh[jj] : 0;
+          }
+          for (kk = 0; kk < P; kk++) {
+              const REAL *wrow = whhT + kk * GH;
+              for (q = 0; q < nrow; q++)
+                  if (s < lens[q])
+                      GN(g_axpy)(h_n[(n0 + q) * P + kk], wrow, base + q * per, ncols);
+          }
+          /* the gate epilogue of every active row */
+          for (q = 0; q < nrow; q++) {
+            if (s >= lens[q]) continue;
+            const int64_t n = n0 + q, len = lens[q];
+            REAL *gh = base + q * per;
+            REAL *gt = gh + GH;        /* activated gates, GH */
+            REAL *tmp = gt + GH;       /* clipped pre-activations, GH */
+            REAL *mbuf = tmp + GH;     /* m_t or r*h, H */
+            REAL *hc = mbuf + H;       /* h(c_t), H */
+            REAL *h = h_n + n * P, *c = lstm ? c_n + n * H : NULL;
             const int64_t t = a->reverse ? len - 1 - s : s, row = t * N + n;
             REAL *pa = pre + row * GH;
-            const int64_t ncols = (gru && !a->reset_after) ? 2 * H : GH;
-            for (jj = 0; jj < GH; jj++) gh[jj] = b_hh ? b_hh[jj] : 0;
-            for (kk = 0; kk < P; kk++) GN(axpy)(h[kk], whhT + kk * GH, gh, ncols);
             if (training) memcpy(hprev + row * P, h, (size_t)P * sizeof(REAL));
             if (!lstm && !gru) {
                 for (jj = 0; jj < H; jj++) pa[jj] += gh[jj];
-                GN(gate)(&a->acts[0], clip, pa, tmp, h, H);
+                GN(g_gate)(&a->acts[0], clip, pa, tmp, h, H);
             } else if (lstm) {
                 REAL *pi = pa, *pf = pa + H, *pg = pa + 2 * H, *po = pa + 3 * H;
                 REAL *gi = gt, *gf = gt + H, *gg = gt + 2 * H, *go = gt + 3 * H;
@@ -255,18 +282,18 @@ static int GN(gen_forward)(const rf_gen_fwd_args *a)
                         pi[jj] += peep[jj] * c[jj];
                         pf[jj] += peep[H + jj] * c[jj];
                     }
-                GN(gate)(&a->acts[0], clip, pi, tmp, gi, H);
+                GN(g_gate)(&a->acts[0], clip, pi, tmp, gi, H);
                 if (a->input_forget)
                     for (jj = 0; jj < H; jj++) gf[jj] = 1 - gi[jj];
                 else
-                    GN(gate)(&a->acts[0], clip, pf, tmp, gf, H);
-                GN(gate)(&a->acts[1], clip, pg, tmp, gg, H);
+                    GN(g_gate)(&a->acts[0], clip, pf, tmp, gf, H);
+                GN(g_gate)(&a->acts[1], clip, pg, tmp, gg, H);
                 if (training) memcpy(cprev + row * H, c, (size_t)H * sizeof(REAL));
                 for (jj = 0; jj < H; jj++) c[jj] = gf[jj] * c[jj] + gi[jj] * gg[jj];
                 if (peep)
                     for (jj = 0; jj < H; jj++) po[jj] += peep[2 * H + jj] * c[jj];
-                GN(gate)(&a->acts[0], clip, po, tmp, go, H);
-                GN(act)(a->acts[2].code, (REAL)a->acts[2].alpha, (REAL)a->acts[2].beta, c, hc, H);
+                GN(g_gate)(&a->acts[0], clip, po, tmp, go, H);
+                GN(g_act)(a->acts[2].code, (REAL)a->acts[2].alpha, (REAL)a->acts[2].beta, c, hc, H);
                 for (jj = 0; jj < H; jj++) mbuf[jj] = go[jj] * hc[jj];
                 if (training) {
                     memcpy(cs + row * H, c, (size_t)H * sizeof(REAL));
@@ -274,7 +301,7 @@ static int GN(gen_forward)(const rf_gen_fwd_args *a)
                 }
                 if (w_hr) {
                     for (kk = 0; kk < P; kk++) h[kk] = 0;
-                    for (jj = 0; jj < H; jj++) GN(axpy)(mbuf[jj], whrT + jj * P, h, P);
+                    for (jj = 0; jj < H; jj++) GN(g_axpy)(mbuf[jj], whrT + jj * P, h, P);
                 } else {
                     memcpy(h, mbuf, (size_t)H * sizeof(REAL));
                 }
@@ -282,8 +309,8 @@ static int GN(gen_forward)(const rf_gen_fwd_args *a)
                 REAL *pr = pa, *pz = pa + H, *pn = pa + 2 * H;
                 REAL *gr = gt, *gz = gt + H, *gn = gt + 2 * H;
                 for (jj = 0; jj < 2 * H; jj++) pa[jj] += gh[jj];
-                GN(gate)(&a->acts[0], clip, pr, tmp, gr, H);
-                GN(gate)(&a->acts[0], clip, pz, tmp, gz, H);
+                GN(g_gate)(&a->acts[0], clip, pr, tmp, gr, H);
+                GN(g_gate)(&a->acts[0], clip, pz, tmp, gz, H);
                 if (a->reset_after) {
                     const REAL *ghn = gh + 2 * H;            /* W_hn h + b_hn */
                     if (training) memcpy(aux + row * H, ghn, (size_t)H * sizeof(REAL));
@@ -292,13 +319,14 @@ static int GN(gen_forward)(const rf_gen_fwd_args *a)
                     REAL *ghn = gh + 2 * H;                  /* b_hn, then + W_hn (r*h) */
                     for (jj = 0; jj < H; jj++) mbuf[jj] = gr[jj] * h[jj];
                     if (training) memcpy(aux + row * H, mbuf, (size_t)H * sizeof(REAL));
-                    for (kk = 0; kk < H; kk++) GN(axpy)(mbuf[kk], whhT + kk * GH + 2 * H, ghn, H);
+                    for (kk = 0; kk < H; kk++) GN(g_axpy)(mbuf[kk], whhT + kk * GH + 2 * H, ghn, H);
                     for (jj = 0; jj < H; jj++) pn[jj] += ghn[jj];
                 }
-                GN(gate)(&a->acts[1], clip, pn, tmp, gn, H);
+                GN(g_gate)(&a->acts[1], clip, pn, tmp, gn, H);
                 for (jj = 0; jj < H; jj++) h[jj] = (1 - gz[jj]) * gn[jj] + gz[jj] * h[jj];
             }
             memcpy(y + row * P, h, (size_t)P * sizeof(REAL));
+          }
         }
     }
     free(whhT);
@@ -348,9 +376,9 @@ static int GN(gen_backward)(const rf_gen_bwd_args *a)
             for (kk = 0; kk < P; kk++) dht[kk] = dh[kk] + dy[row * P + kk];
             if (!lstm && !gru) {
                 for (jj = 0; jj < H; jj++) da[jj] = dht[jj];
-                GN(gate_grad_mul)(&a->acts[0], clip, pa, tmp, tmp2, da, H);
+                GN(g_gate_grad_mul)(&a->acts[0], clip, pa, tmp, tmp2, da, H);
                 for (kk = 0; kk < P; kk++) dh[kk] = 0;
-                for (jj = 0; jj < GH; jj++) GN(axpy)(da[jj], w_hh + jj * P, dh, P);
+                for (jj = 0; jj < GH; jj++) GN(g_axpy)(da[jj], w_hh + jj * P, dh, P);
             } else if (lstm) {
                 const REAL *pi = pa, *pf = pa + H, *pg = pa + 2 * H, *po = pa + 3 * H;
                 const REAL *c = cs + row * H, *cp = cprev + row * H;
@@ -359,21 +387,21 @@ static int GN(gen_backward)(const rf_gen_bwd_args *a)
                 if (w_hr) {
                     memcpy(dhtot + row * P, dht, (size_t)P * sizeof(REAL));
                     for (jj = 0; jj < H; jj++) dm[jj] = 0;
-                    for (kk = 0; kk < P; kk++) GN(axpy)(dht[kk], w_hr + kk * H, dm, H);
+                    for (kk = 0; kk < P; kk++) GN(g_axpy)(dht[kk], w_hr + kk * H, dm, H);
                 } else {
                     memcpy(dm, dht, (size_t)H * sizeof(REAL));
                 }
-                GN(gate)(&a->acts[0], clip, pi, tmp, gi, H);
+                GN(g_gate)(&a->acts[0], clip, pi, tmp, gi, H);
                 if (a->input_forget)
                     for (jj = 0; jj < H; jj++) gf[jj] = 1 - gi[jj];
                 else
-                    GN(gate)(&a->acts[0], clip, pf, tmp, gf, H);
-                GN(gate)(&a->acts[1], clip, pg, tmp, gg, H);
-                GN(gate)(&a->acts[0], clip, po, tmp, go, H);
-                GN(act)(a->acts[2].code, (REAL)a->acts[2].alpha, (REAL)a->acts[2].beta, c, hc, H);
-                GN(act_grad)(a->acts[2].code, (REAL)a->acts[2].alpha, (REAL)a->acts[2].beta, c, hg, H);
+                    GN(g_gate)(&a->acts[0], clip, pf, tmp, gf, H);
+                GN(g_gate)(&a->acts[1], clip, pg, tmp, gg, H);
+                GN(g_gate)(&a->acts[0], clip, po, tmp, go, H);
+                GN(g_act)(a->acts[2].code, (REAL)a->acts[2].alpha, (REAL)a->acts[2].beta, c, hc, H);
+                GN(g_act_grad)(a->acts[2].code, (REAL)a->acts[2].alpha, (REAL)a->acts[2].beta, c, hg, H);
                 for (jj = 0; jj < H; jj++) dao[jj] = dm[jj] * hc[jj];
-                GN(gate_grad_mul)(&a->acts[0], clip, po, tmp, tmp2, dao, H);
+                GN(g_gate_grad_mul)(&a->acts[0], clip, po, tmp, tmp2, dao, H);
                 for (jj = 0; jj < H; jj++) {
                     REAL dct = dc[jj] + dm[jj] * go[jj] * hg[jj];
                     if (peep) dct += dao[jj] * peep[2 * H + jj];
@@ -388,48 +416,48 @@ static int GN(gen_backward)(const rf_gen_bwd_args *a)
                         daf[jj] = 0;
                     }
                 } else {
-                    GN(gate_grad_mul)(&a->acts[0], clip, pf, tmp, tmp2, daf, H);
+                    GN(g_gate_grad_mul)(&a->acts[0], clip, pf, tmp, tmp2, daf, H);
                 }
-                GN(gate_grad_mul)(&a->acts[0], clip, pi, tmp, tmp2, dai, H);
-                GN(gate_grad_mul)(&a->acts[1], clip, pg, tmp, tmp2, dag, H);
+                GN(g_gate_grad_mul)(&a->acts[0], clip, pi, tmp, tmp2, dai, H);
+                GN(g_gate_grad_mul)(&a->acts[1], clip, pg, tmp, tmp2, dag, H);
                 if (peep)
                     for (jj = 0; jj < H; jj++)
                         dcp[jj] = dcp[jj] + dai[jj] * peep[jj] + daf[jj] * peep[H + jj];
                 memcpy(dc, dcp, (size_t)H * sizeof(REAL));
                 for (kk = 0; kk < P; kk++) dh[kk] = 0;
-                for (jj = 0; jj < GH; jj++) GN(axpy)(da[jj], w_hh + jj * P, dh, P);
+                for (jj = 0; jj < GH; jj++) GN(g_axpy)(da[jj], w_hh + jj * P, dh, P);
             } else { /* gru */
                 const REAL *pr = pa, *pz = pa + H, *pn = pa + 2 * H;
                 REAL *gr = gt, *gz = gt + H, *gn = gt + 2 * H;
                 REAL *dar = da, *daz = da + H, *dan = da + 2 * H;
-                GN(gate)(&a->acts[0], clip, pr, tmp, gr, H);
-                GN(gate)(&a->acts[0], clip, pz, tmp, gz, H);
-                GN(gate)(&a->acts[1], clip, pn, tmp, gn, H);
+                GN(g_gate)(&a->acts[0], clip, pr, tmp, gr, H);
+                GN(g_gate)(&a->acts[0], clip, pz, tmp, gz, H);
+                GN(g_gate)(&a->acts[1], clip, pn, tmp, gn, H);
                 for (jj = 0; jj < H; jj++) {
                     dan[jj] = dht[jj] * (1 - gz[jj]);
                     daz[jj] = dht[jj] * (hp[jj] - gn[jj]);
                     dhp[jj] = dht[jj] * gz[jj];
                 }
-                GN(gate_grad_mul)(&a->acts[1], clip, pn, tmp, tmp2, dan, H);
-                GN(gate_grad_mul)(&a->acts[0], clip, pz, tmp, tmp2, daz, H);
+                GN(g_gate_grad_mul)(&a->acts[1], clip, pn, tmp, tmp2, dan, H);
+                GN(g_gate_grad_mul)(&a->acts[0], clip, pz, tmp, tmp2, daz, H);
                 if (a->reset_after) {
                     const REAL *ghn = aux + row * H;
                     REAL *dg = dgh + row * GH;
                     for (jj = 0; jj < H; jj++) dar[jj] = dan[jj] * ghn[jj];
-                    GN(gate_grad_mul)(&a->acts[0], clip, pr, tmp, tmp2, dar, H);
+                    GN(g_gate_grad_mul)(&a->acts[0], clip, pr, tmp, tmp2, dar, H);
                     for (jj = 0; jj < 2 * H; jj++) dg[jj] = da[jj];
                     for (jj = 0; jj < H; jj++) dg[2 * H + jj] = dan[jj] * gr[jj];
-                    for (jj = 0; jj < GH; jj++) GN(axpy)(dg[jj], w_hh + jj * P, dhp, P);
+                    for (jj = 0; jj < GH; jj++) GN(g_axpy)(dg[jj], w_hh + jj * P, dhp, P);
                 } else {
                     REAL *drh = hc;  /* gradient into r * h_{t-1}, H */
                     for (jj = 0; jj < H; jj++) drh[jj] = 0;
-                    for (jj = 0; jj < H; jj++) GN(axpy)(dan[jj], w_hh + (2 * H + jj) * P, drh, P);
+                    for (jj = 0; jj < H; jj++) GN(g_axpy)(dan[jj], w_hh + (2 * H + jj) * P, drh, P);
                     for (jj = 0; jj < H; jj++) {
                         dar[jj] = drh[jj] * hp[jj];
                         dhp[jj] += drh[jj] * gr[jj];
                     }
-                    GN(gate_grad_mul)(&a->acts[0], clip, pr, tmp, tmp2, dar, H);
-                    for (jj = 0; jj < 2 * H; jj++) GN(axpy)(da[jj], w_hh + jj * P, dhp, P);
+                    GN(g_gate_grad_mul)(&a->acts[0], clip, pr, tmp, tmp2, dar, H);
+                    for (jj = 0; jj < 2 * H; jj++) GN(g_axpy)(da[jj], w_hh + jj * P, dhp, P);
                 }
                 memcpy(dh, dhp, (size_t)P * sizeof(REAL));
             }
