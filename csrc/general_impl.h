@@ -344,32 +344,48 @@ static int GN(gen_backward)(const rf_gen_bwd_args *a)
     const REAL *aux = a->aux, *dy = a->dy, *dh_n = a->dh_n, *dc_n = a->dc_n;
     REAL *dgx = a->dgx, *dgh = a->dgh, *dhtot = a->dhtot;
     REAL *dh0 = a->dh0, *dc0 = a->dc0;
-    const int nt = GN(gen_threads)(a->nthreads, N);
-    const int64_t per = 8 * GH + 4 * P + 8;
+    const int64_t nblk = (N + G_RB - 1) / G_RB;
+    const int nt = GN(gen_threads)(a->nthreads, nblk);
+    const int64_t per = 8 * GH + 4 * P + 8;     /* scratch per row */
     int64_t r, j;
     int st = 0;
 
-    REAL *scratch = malloc((size_t)(per * nt) * sizeof(REAL));
+    REAL *scratch = malloc((size_t)(per * G_RB * nt) * sizeof(REAL));
     if (!scratch) return RF_ENOMEM;
     memset(dgx, 0, (size_t)(TN * GH) * sizeof(REAL));
     if (dgh) memset(dgh, 0, (size_t)(TN * GH) * sizeof(REAL));
     if (dhtot) memset(dhtot, 0, (size_t)(TN * P) * sizeof(REAL));
 
-    int64_t n;
+    const int64_t nw = (gru && !a->reset_after) ? 2 * H : GH;   /* rows of W_hh used */
+    int64_t blk;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-    for (n = 0; n < N; n++) {
-        REAL *dh = scratch + per * GN(gen_tid)();
-        REAL *dht = dh + P, *dhp = dht + P, *dm = dhp + P;   /* P each (dm: H <= P... ) */
-        REAL *dc = dm + GH;          /* H */
-        REAL *gt = dc + GH;          /* gates, GH */
-        REAL *tmp = gt + GH, *tmp2 = tmp + GH, *hc = tmp2 + GH, *hg = hc + GH;
-        REAL *dcp = hg + GH;         /* H */
-        const int64_t len = a->lengths ? a->lengths[n] : T;
-        int64_t s, jj, kk;
-        for (kk = 0; kk < P; kk++) dh[kk] = dh_n ? dh_n[n * P + kk] : 0;
-        if (lstm)
-            for (jj = 0; jj < H; jj++) dc[jj] = dc_n ? dc_n[n * H + jj] : 0;
-        for (s = len - 1; s >= 0; s--) {
+    for (blk = 0; blk < nblk; blk++) {
+        REAL *base = scratch + per * G_RB * GN(gen_tid)();
+        const int64_t n0 = blk * G_RB, nrow = N - n0 < G_RB ? N - n0 : G_RB;
+        const REAL *srcs[G_RB];
+        int64_t lens[G_RB], maxlen = 0, s, jj, kk, q;
+        for (q = 0; q < nrow; q++) {
+            const int64_t n = n0 + q;
+            REAL *dh = base + q * per, *dc = dh + 3 * P + GH;
+            lens[q] = a->lengths ? a->lengths[n] : T;
+            if (lens[q] > maxlen) maxlen = lens[q];
+            srcs[q] = NULL;
+            for (kk = 0; kk < P; kk++) dh[kk] = dh_n ? dh_n[n * P + kk] : 0;
+            if (lstm)
+                for (jj = 0; jj < H; jj++) dc[jj] = dc_n ? dc_n[n * H + jj] : 0;
+        }
+        for (s = maxlen - 1; s >= 0; s--) {
+          /* the gate gradients of every active row; dhp = the part of dh_{t-1} that
+           * does not go through W_hh, srcs[q] = the gradients W_hh multiplies */
+          for (q = 0; q < nrow; q++) {
+            if (s >= lens[q]) continue;
+            const int64_t n = n0 + q, len = lens[q];
+            REAL *dh = base + q * per;
+            REAL *dht = dh + P, *dhp = dht + P, *dm = dhp + P;   /* P, P, P, H */
+            REAL *dc = dm + GH;          /* H */
+            REAL *gt = dc + GH;          /* gates, GH */
+            REAL *tmp = gt + GH, *tmp2 = tmp + GH, *hc = tmp2 + GH, *hg = hc + GH;
+            REAL *dcp = hg + GH;         /* H */
             const int64_t t = a->reverse ? len - 1 - s : s, row = t * N + n;
             const REAL *pa = pre + row * GH, *hp = hprev + row * P;
             REAL *da = dgx + row * GH;
@@ -377,8 +393,8 @@ static int GN(gen_backward)(const rf_gen_bwd_args *a)
             if (!lstm && !gru) {
                 for (jj = 0; jj < H; jj++) da[jj] = dht[jj];
                 GN(g_gate_grad_mul)(&a->acts[0], clip, pa, tmp, tmp2, da, H);
-                for (kk = 0; kk < P; kk++) dh[kk] = 0;
-                for (jj = 0; jj < GH; jj++) GN(g_axpy)(da[jj], w_hh + jj * P, dh, P);
+                for (kk = 0; kk < P; kk++) dhp[kk] = 0;
+                srcs[q] = da;
             } else if (lstm) {
                 const REAL *pi = pa, *pf = pa + H, *pg = pa + 2 * H, *po = pa + 3 * H;
                 const REAL *c = cs + row * H, *cp = cprev + row * H;
@@ -424,8 +440,8 @@ static int GN(gen_backward)(const rf_gen_bwd_args *a)
                     for (jj = 0; jj < H; jj++)
                         dcp[jj] = dcp[jj] + dai[jj] * peep[jj] + daf[jj] * peep[H + jj];
                 memcpy(dc, dcp, (size_t)H * sizeof(REAL));
-                for (kk = 0; kk < P; kk++) dh[kk] = 0;
-                for (jj = 0; jj < GH; jj++) GN(g_axpy)(da[jj], w_hh + jj * P, dh, P);
+                for (kk = 0; kk < P; kk++) dhp[kk] = 0;
+                srcs[q] = da;
             } else { /* gru */
                 const REAL *pr = pa, *pz = pa + H, *pn = pa + 2 * H;
                 REAL *gr = gt, *gz = gt + H, *gn = gt + 2 * H;
@@ -447,7 +463,7 @@ static int GN(gen_backward)(const rf_gen_bwd_args *a)
                     GN(g_gate_grad_mul)(&a->acts[0], clip, pr, tmp, tmp2, dar, H);
                     for (jj = 0; jj < 2 * H; jj++) dg[jj] = da[jj];
                     for (jj = 0; jj < H; jj++) dg[2 * H + jj] = dan[jj] * gr[jj];
-                    for (jj = 0; jj < GH; jj++) GN(g_axpy)(dg[jj], w_hh + jj * P, dhp, P);
+                    srcs[q] = dg;
                 } else {
                     REAL *drh = hc;  /* gradient into r * h_{t-1}, H */
                     for (jj = 0; jj < H; jj++) drh[jj] = 0;
@@ -457,13 +473,28 @@ static int GN(gen_backward)(const rf_gen_bwd_args *a)
                         dhp[jj] += drh[jj] * gr[jj];
                     }
                     GN(g_gate_grad_mul)(&a->acts[0], clip, pr, tmp, tmp2, dar, H);
-                    for (jj = 0; jj < 2 * H; jj++) GN(g_axpy)(da[jj], w_hh + jj * P, dhp, P);
+                    srcs[q] = da;
                 }
-                memcpy(dh, dhp, (size_t)P * sizeof(REAL));
             }
+          }
+          /* dh_{t-1} = dhp + srcs W_hh for the active rows, each row of W_hh loaded once */
+          for (jj = 0; jj < nw; jj++) {
+              const REAL *wrow = w_hh + jj * P;
+              for (q = 0; q < nrow; q++)
+                  if (s < lens[q]) GN(g_axpy)(srcs[q][jj], wrow, base + q * per + 2 * P, P);
+          }
+          for (q = 0; q < nrow; q++)
+              if (s < lens[q]) {
+                  REAL *dh = base + q * per;
+                  memcpy(dh, dh + 2 * P, (size_t)P * sizeof(REAL));
+              }
         }
-        memcpy(dh0 + n * P, dh, (size_t)P * sizeof(REAL));
-        if (lstm) memcpy(dc0 + n * H, dc, (size_t)H * sizeof(REAL));
+        for (q = 0; q < nrow; q++) {
+            const int64_t n = n0 + q;
+            REAL *dh = base + q * per, *dc = dh + 3 * P + GH;
+            memcpy(dh0 + n * P, dh, (size_t)P * sizeof(REAL));
+            if (lstm) memcpy(dc0 + n * H, dc, (size_t)H * sizeof(REAL));
+        }
     }
     free(scratch);
 
