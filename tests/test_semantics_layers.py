@@ -198,27 +198,37 @@ ACT_NAMES = ["Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu"
              "Bogus", 7]
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(mode=st.sampled_from(["RNN_TANH", "RNN_RELU", "GRU", "LSTM"]),
        bidir=st.booleans(),
-       acts=st.one_of(st.none(), st.lists(st.sampled_from(ACT_NAMES), min_size=0,
-                                          max_size=7)),
-       alpha=st.one_of(st.none(), st.lists(st.one_of(
-           st.none(), st.floats(-2, 2), st.just(float("inf")), st.just("a")), max_size=4)),
+       acts=st.one_of(st.none(),
+                      st.lists(st.sampled_from(ACT_NAMES[:11]), min_size=1, max_size=6),
+                      st.lists(st.sampled_from(ACT_NAMES[:11]), min_size=1, max_size=6),
+                      st.lists(st.sampled_from(ACT_NAMES), min_size=0, max_size=7)),
+       alpha=st.one_of(st.none(),
+                       st.lists(st.one_of(st.none(), st.floats(-2, 2)), max_size=4),
+                       st.lists(st.one_of(st.none(), st.floats(-2, 2),
+                                          st.just(float("inf")), st.just("a")), max_size=4)),
        beta=st.one_of(st.none(), st.lists(st.one_of(st.none(), st.floats(-2, 2)),
                                           max_size=4)),
-       clip=st.one_of(st.none(), st.floats(-1, 5), st.just(float("nan")),
-                      st.just(float("inf")), st.just("1")),
-       input_forget=st.one_of(st.booleans(), st.just(1)),
+       clip=st.one_of(st.none(), st.floats(0.05, 5), st.floats(0.05, 5),
+                      st.sampled_from([-1.0, 0.0, float("nan"), float("inf"), "1"])),
+       input_forget=st.one_of(st.booleans(), st.booleans(), st.just(1)),
        peephole=st.booleans(),
+       misuse=st.integers(0, 9),
        lengths=st.one_of(st.none(), st.lists(st.integers(0, 4), min_size=2, max_size=2)),
        reset_after=st.booleans())
 def test_random_option_combinations(mode, bidir, acts, alpha, beta, clip, input_forget,
-                                    peephole, lengths, reset_after):
+                                    peephole, misuse, lengths, reset_after):
+    if mode != "LSTM" and misuse:      # LSTM-only options elsewhere: now and then
+        input_forget = peephole = False
+    if acts is None and misuse:        # alpha / beta without activations: now and then
+        alpha = beta = None
     opts = dict(activations=acts, activation_alpha=alpha, activation_beta=beta, clip=clip,
                 input_forget=input_forget, peephole=peephole)
     extra = {"reset_after": reset_after} if mode == "GRU" else {}
+    COUNTS["drawn"] += 1
     try:
         params, x, hx = make(mode, T=4, N=2, I=2, H=3, bidir=bidir,
                              peephole=peephole and mode == "LSTM")
@@ -231,6 +241,7 @@ def test_random_option_combinations(mode, bidir, acts, alpha, beta, clip, input_
             run(mode, params, x, hx, "cpu", H=3, bidir=bidir, lengths=lengths, **opts,
                 **extra)
         return
+    COUNTS["valid"] += 1
     got = run(mode, params, x, hx, "cpu", H=3, bidir=bidir, lengths=lengths, **opts,
               **extra)
     for k, w in want.items():
@@ -238,3 +249,14 @@ def test_random_option_combinations(mode, bidir, acts, alpha, beta, clip, input_
         assert np.array_equal(finite, np.isfinite(got[k])), k
         if w[finite].size and np.max(np.abs(got[k][finite] - w[finite])) > 1e-14:
             assert rel_err(got[k][finite], w[finite]) <= 1e-12, k
+
+
+COUNTS = {"drawn": 0, "valid": 0}
+
+
+def test_random_combinations_were_mostly_exercised():
+    """The Hypothesis test above ran with a fair share of valid combinations."""
+    if COUNTS["drawn"] == 0:
+        pytest.skip("run together with test_random_option_combinations")
+    print(f"\nrandom option combinations: {COUNTS['valid']} valid of {COUNTS['drawn']}")
+    assert COUNTS["valid"] >= 0.1 * COUNTS["drawn"]
