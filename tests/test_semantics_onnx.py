@@ -8,7 +8,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from rnnfast import _reference, _validation as _v, functional as F  # noqa: E402
-from _onnx_models import onnx_run  # noqa: E402
+from test_semantics_onnx_models import onnx_run  # noqa: E402
 from test_semantics_common import ALL_ACTS, make  # noqa: E402
 
 TOL = 3e-5   # |ort - ref| <= TOL * max(1, max |ref|)
