@@ -40,9 +40,15 @@ RNNFAST_SANITIZE=1 "$py" setup.py -q build_ext --inplace >build.log 2>&1 || {
 # the tests import this scratch build (the current directory comes first on sys.path),
 # never an installed rnnfast
 export LD_PRELOAD="$asan:$ubsan"
-export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-"$py" -m pytest -q -p no:cacheprovider "$@"
+# reports go to files (pytest captures the tests' stderr): printed when the run fails
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:log_path=$work/report
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$work/report
+status=0
+"$py" -m pytest -q -p no:cacheprovider "$@" || status=$?
+if ls "$work"/report* >/dev/null 2>&1; then
+  echo "sanitize: REPORTS"; cat "$work"/report*; exit 1
+fi
+[ "$status" -eq 0 ] || { echo "sanitize: pytest failed (status $status)"; exit "$status"; }
 "$py" -c 'import os, rnnfast
 assert os.path.dirname(rnnfast.__file__).startswith(os.getcwd()), rnnfast.__file__
 print("sanitize: clean; the tests ran against the sanitized build", rnnfast.__file__)'
