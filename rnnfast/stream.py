@@ -391,13 +391,13 @@ class Streamer:
                 y = out[t0:t1]
             else:
                 y = self._obuf[:n]
-            w_ih, w_hh, b_ih, b_hh, w_hr, pack = self._weights[l]
+            w_ih, w_hh, b_ih, b_hh, w_hr, pack, cell, kw = self._weights[l]
             h_l, c_l = self._h_l[l], self._c_l[l]
             if ref:
                 from . import _reference
                 ry, rh, rc, _ = _reference.layer_forward(
                     cell, xin, h_l, c_l, w_ih, w_hh, b_ih, b_hh, w_hr=w_hr,
-                    reset_after=self._layer.reset_after)
+                    reset_after=self._layer.reset_after, **kw)
                 np.copyto(y, ry)
                 np.copyto(self._hn, rh)
                 if lstm:
@@ -405,7 +405,8 @@ class Streamer:
             else:
                 self._cpu.layer_forward_into(
                     cell, xin, h_l, c_l, w_ih, w_hh, b_ih, b_hh, w_hr,
-                    self._layer.reset_after, pack, y, self._hn, self._cn, gx, nthreads)
+                    self._layer.reset_after, pack, y, self._hn, self._cn, gx, nthreads,
+                    **kw)
             np.copyto(h_l, self._hn)
             if lstm:
                 np.copyto(c_l, self._cn)
@@ -444,7 +445,8 @@ class Streamer:
         and packed again (as the layer's own eval-mode call does)."""
         layer = self._layer
         params = self._params
-        # (backend 'reference': no pack locks the parameters, so re-read at every call)
+        # (backend 'reference': no pack locks the parameters, so re-read at every call;
+        # the general kernels of the ONNX options use no pack but the same locks)
         if params is not None and layer._backend == "cpu" and self._backend == "cpu" \
                 and layer.mode == self._mode and layer.reset_after is self._reset_after \
                 and layer._packs is self._packs:
@@ -472,7 +474,8 @@ class Streamer:
         sig = tuple((id(a), getattr(a, "shape", None), getattr(a, "dtype", None),
                      getattr(getattr(a, "flags", None), "c_contiguous", None))
                     for a in params.values())
-        shapes = _F._shapes(cell, I, H, L, 1, layer.bias, layer.proj_size)
+        peep = layer._options["peephole"]
+        shapes = _F._shapes(cell, I, H, L, 1, layer.bias, layer.proj_size, peep)
         # validated every time (cheap, rare): a failure leaves nothing half-updated
         checked = _v.check_params(type(layer).__name__, params, shapes, self._dtype)
         packs = None
@@ -483,7 +486,10 @@ class Streamer:
                 layer._release_packs()
             packs = layer._packs or layer._make_packs(cell, params)
             layer._checked_sig = sig
-        names = _F._names(L, 1, layer.bias, layer.proj_size)
+        names = _F._names(L, 1, layer.bias, layer.proj_size, peep)
+        # the ONNX options (activations, clip, input_forget, peepholes) as the layer's own
+        # call passes them: only non-default ones, which select the general kernels
+        cell_d, extra = _F._direction_options(cell, layer._options, 0)
         weights = []
         for idx, nm in enumerate(names):
             def native(key):
@@ -491,9 +497,12 @@ class Streamer:
                     return None
                 a = checked[nm[key]]
                 return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+            kw = dict(extra)
+            if peep:
+                kw["w_peep"] = native("weight_peep")
+            pack = packs[idx] if packs is not None and not kw and cell_d == cell else None
             weights.append((native("weight_ih"), native("weight_hh"), native("bias_ih"),
-                            native("bias_hh"), native("weight_hr"),
-                            None if packs is None else packs[idx]))
+                            native("bias_hh"), native("weight_hr"), pack, cell_d, kw))
         self._weights = weights
         self._packs = packs
         self._backend = backend

@@ -511,3 +511,42 @@ def test_strided_and_byte_swapped_inputs(batch_first):
         s.reset_state()
         ys = [s.step(xin[:, t] if batch_first else xin[t]) for t in range(9)]
         assert np.array_equal(np.stack(ys, axis=1 if batch_first else 0), y_full)
+
+
+# ------------------------------------------------- ONNX options (the general kernels)
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls,opts", [
+    (rnnfast.RNN, {"activations": ["LeakyRelu"], "activation_alpha": [0.1]}),
+    (rnnfast.GRU, {"activations": ["HardSigmoid", "Softsign"], "clip": 0.7}),
+    (rnnfast.GRU, {"activations": ["Sigmoid", "Tanh"]}),   # explicit defaults: packed path
+    (rnnfast.LSTM, {"peephole": True, "input_forget": True, "clip": 1.5}),
+    (rnnfast.LSTM, {"activations": ["Sigmoid", "ScaledTanh", "Elu"],
+                    "activation_alpha": [None, 1.5, 0.5], "activation_beta": [None, 0.7, None],
+                    "proj_size": 3}),
+])
+def test_stream_honours_onnx_options(cls, opts, dtype, backend):
+    """A layer with the ONNX semantics options streams exactly like its full call."""
+    opts = dict(opts)
+    proj = opts.pop("proj_size", 0)
+    kw = {"proj_size": proj} if proj else {}
+    layer = cls(4, 6, num_layers=2, dtype=dtype, seed=3, **kw, **opts)
+    rng = np.random.default_rng(5)
+    if "peephole" in opts:
+        sd = layer.state_dict()
+        for k in sd:
+            if k.startswith("weight_peep"):
+                sd[k] = rng.standard_normal(sd[k].shape).astype(dtype)
+        layer.load_state_dict(sd)
+    layer.backend = backend
+    layer.eval()
+    x = rng.standard_normal((9, 3, 4)).astype(dtype)
+    y_full = layer(x)[0]
+    s = rnnfast.Streamer(layer, 3, max_chunk=4)
+    ys = [s.step(x[t0:t0 + 2]) for t0 in range(0, 9, 2)]
+    y = np.concatenate(ys)
+    if backend == "cpu":
+        assert np.array_equal(y, y_full)
+    else:
+        np.testing.assert_allclose(y, y_full, rtol=1e-12 if dtype == np.float64 else 1e-5,
+                                   atol=1e-14 if dtype == np.float64 else 1e-6)

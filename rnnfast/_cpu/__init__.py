@@ -322,7 +322,8 @@ def layer_backward(cache, dy, dh_n=None, dc_n=None):
 
 
 def layer_forward_into(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reset_after,
-                       packed, y, h_n, c_n, gx, nthreads):
+                       packed, y, h_n, c_n, gx, nthreads, acts=None, clip=None,
+                       input_forget=False, w_peep=None):
     """Inference forward of one layer, forward direction, into the caller's buffers.
 
     The inference path of :func:`layer_forward` without its allocations (used by
@@ -333,6 +334,16 @@ def layer_forward_into(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reset_afte
     """
     T, N, I = x.shape
     GH = w_ih.shape[0]
+    if acts is not None or clip is not None or input_forget or w_peep is not None:
+        # the general kernels (ONNX options): gx is their pre-activation buffer
+        _kernels.forward(_CELL_CODES[cell], 0 if x.dtype == np.float32 else 1, T, N, I,
+                         GH // _GATES[cell], w_hh.shape[1], x, h0, c0, w_ih, w_hh, b_ih,
+                         b_hh, w_hr, None, False, reset_after, False, nthreads,
+                         y, h_n, c_n, gx, None, None, None, None,
+                         acts=_act_codes(cell, acts),
+                         clip=0.0 if clip is None else float(clip),
+                         input_forget=bool(input_forget), w_peep=w_peep)
+        return
     _kernels.forward(_CELL_CODES[cell], 0 if x.dtype == np.float32 else 1, T, N, I,
                      GH // _GATES[cell], w_hh.shape[1], x, h0, c0, w_ih, w_hh, b_ih, b_hh,
                      w_hr, None, False, reset_after, False, nthreads,
