@@ -209,8 +209,8 @@ static int GN(gen_forward)(const rf_gen_fwd_args *a)
             for (r = 0; r < TN; r++)
                 for (j = 0; j < GH; j++) pre[r * GH + j] += b_ih[j];
     }
-    REAL *whhT = malloc((size_t)(P * GH + (w_hr ? H * P : 0) + per * G_RB * nt + 1) *
-                        sizeof(REAL));
+    REAL *whhT = rf_scratch(RF_SLOT_GEN_W, (size_t)(P * GH + (w_hr ? H * P : 0) +
+                                                    per * G_RB * nt + 1) * sizeof(REAL));
     if (!whhT) return RF_ENOMEM;
     REAL *whrT = whhT + P * GH;
     REAL *scratch = whrT + (w_hr ? H * P : 0);
@@ -329,7 +329,6 @@ static int GN(gen_forward)(const rf_gen_fwd_args *a)
           }
         }
     }
-    free(whhT);
     return RF_OK;
 }
 
@@ -350,7 +349,7 @@ static int GN(gen_backward)(const rf_gen_bwd_args *a)
     int64_t r, j;
     int st = 0;
 
-    REAL *scratch = malloc((size_t)(per * G_RB * nt) * sizeof(REAL));
+    REAL *scratch = rf_scratch(RF_SLOT_GEN_S, (size_t)(per * G_RB * nt) * sizeof(REAL));
     if (!scratch) return RF_ENOMEM;
     memset(dgx, 0, (size_t)(TN * GH) * sizeof(REAL));
     if (dgh) memset(dgh, 0, (size_t)(TN * GH) * sizeof(REAL));
@@ -496,7 +495,6 @@ static int GN(gen_backward)(const rf_gen_bwd_args *a)
             if (lstm) memcpy(dc0 + n * H, dc, (size_t)H * sizeof(REAL));
         }
     }
-    free(scratch);
 
     /* weight, input and bias gradients: one GEMM / column sum each over all steps */
     const REAL *dgr = (gru && a->reset_after) ? dgh : dgx;

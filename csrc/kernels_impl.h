@@ -663,14 +663,14 @@ static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL 
     const int64_t mblocks = (m + MC - 1) / MC;
     const int nt = rf_threads_for(nthreads, (double)2 * m * n * k, 4.0e6,
                                   rf_min64(mblocks, 1 << 20));
-    REAL *bbuf = rf_aligned_alloc((size_t)nc_max * KC * sizeof(REAL));
+    REAL *bbuf = rf_scratch(RF_SLOT_GEMM_B, (size_t)nc_max * KC * sizeof(REAL));
     if (bbuf == NULL)
         return RF_ENOMEM;
     int failed = 0;
 #pragma omp parallel num_threads(nt) reduction(| : failed)
     {
         const rf_fpmode fpm = rf_fpmode_enter();   /* FTZ/DAZ on every thread */
-        REAL *abuf = rf_aligned_alloc((size_t)MC * KC * sizeof(REAL));
+        REAL *abuf = rf_scratch(RF_SLOT_GEMM_A, (size_t)MC * KC * sizeof(REAL));
         failed = abuf == NULL;
         for (int64_t j0 = 0; j0 < n; j0 += NCB) {
             const int64_t nc = rf_min64(NCB, n - j0);
@@ -696,10 +696,8 @@ static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL 
                 }
             }
         }
-        free(abuf);
         rf_fpmode_leave(fpm);
     }
-    free(bbuf);
     return failed ? RF_ENOMEM : RF_OK;
 }
 
@@ -830,13 +828,10 @@ static int FN(forward)(const rf_fwd_args *a)
     const int prepacked = a->wpack != NULL;
     const size_t n_packs = prepacked ? 0 : n_in + n_main + n_cand + n_proj;
     const size_t n_scratch = (size_t)(G * Hp + Hp + 2 * N * Pp + 2 * N * Hp) + n_packs;
-    REAL *scratch = rf_aligned_alloc(n_scratch * sizeof(REAL));
-    int64_t *act_all = malloc((size_t)(nt * N) * sizeof(int64_t));
-    if (scratch == NULL || act_all == NULL) {
-        free(scratch);
-        free(act_all);
+    REAL *scratch = rf_scratch(RF_SLOT_STATE, n_scratch * sizeof(REAL));
+    int64_t *act_all = rf_scratch(RF_SLOT_ACTIVE, (size_t)(nt * N) * sizeof(int64_t));
+    if (scratch == NULL || act_all == NULL)
         return RF_ENOMEM;
-    }
     REAL *bsum = scratch, *bhn = bsum + G * Hp, *hA = bhn + Hp, *hB = hA + N * Pp;
     REAL *cst = hB + N * Pp, *mbuf = cst + N * Hp;
     REAL *win = prepacked ? (REAL *)a->wpack : mbuf + N * Hp;
@@ -1060,8 +1055,6 @@ static int FN(forward)(const rf_fwd_args *a)
         if (lstm)
             memcpy((REAL *)a->c_n + n * H, cst + n * Hp, (size_t)H * sizeof(REAL));
     }
-    free(act_all);
-    free(scratch);
     return RF_OK;
 }
 
@@ -1098,13 +1091,10 @@ static int FN(backward)(const rf_bwd_args *a)
     const size_t n_t3 = (size_t)(nsp * 4 * GHrec * VL);
     const size_t n_tr = proj ? (size_t)(nsu * 4 * P * VL) : 0;
     const size_t n_tn = gru_before ? (size_t)(nsu * 4 * H * VL) : 0;
-    REAL *scratch = rf_aligned_alloc((n_state + n_t3 + n_tr + n_tn) * sizeof(REAL));
-    int64_t *act_all = malloc((size_t)(nt * (N > 0 ? N : 1)) * sizeof(int64_t));
-    if (scratch == NULL || act_all == NULL) {
-        free(scratch);
-        free(act_all);
+    REAL *scratch = rf_scratch(RF_SLOT_STATE, (n_state + n_t3 + n_tr + n_tn) * sizeof(REAL));
+    int64_t *act_all = rf_scratch(RF_SLOT_ACTIVE, (size_t)(nt * (N > 0 ? N : 1)) * sizeof(int64_t));
+    if (scratch == NULL || act_all == NULL)
         return RF_ENOMEM;
-    }
     memset(scratch, 0, n_state * sizeof(REAL));
     FN(zero_padded)(dgx, T, N, GH, lens);
     FN(zero_padded)(gru_after ? dgr : NULL, T, N, GH, lens);
@@ -1293,7 +1283,6 @@ static int FN(backward)(const rf_bwd_args *a)
                 memcpy((REAL *)a->dc0 + n * H, dc + n * Hp, (size_t)H * sizeof(REAL));
         }
     }
-    free(act_all);
 
     /* hoisted products over all steps */
     int st = RF_OK;
@@ -1323,7 +1312,6 @@ static int FN(backward)(const rf_bwd_args *a)
         FN(colsum)(M, GH, dgx, GH, a->db_ih, nthreads);
         FN(colsum)(M, GH, dgr, GH, a->db_hh, nthreads);
     }
-    free(scratch);
     return st ? RF_ENOMEM : RF_OK;
 }
 

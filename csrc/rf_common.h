@@ -19,6 +19,60 @@ static inline void *rf_aligned_alloc(size_t bytes)
     return aligned_alloc(64, rounded ? rounded : 64);
 }
 
+/* Scratch kept per thread between calls, so that a call no larger than the previous one
+ * on the same thread allocates nothing (streaming inference calls the kernels once per
+ * step). One buffer per slot (callers that are live at the same time use different
+ * slots); a larger request replaces the buffer. The buffers are freed when the thread
+ * exits. Never free() what this returns. */
+#include <pthread.h>
+enum { RF_SLOT_STATE, RF_SLOT_ACTIVE, RF_SLOT_GEMM_B, RF_SLOT_GEMM_A, RF_SLOT_GEN_W,
+       RF_SLOT_GEN_S, RF_SCRATCH_SLOTS };
+typedef struct {
+    void *buf[RF_SCRATCH_SLOTS];
+    size_t cap[RF_SCRATCH_SLOTS];
+} rf_scratch_set;
+static pthread_key_t rf_scratch_key;
+static pthread_once_t rf_scratch_once = PTHREAD_ONCE_INIT;
+static int rf_scratch_key_ok;
+
+static void rf_scratch_release(void *p)
+{
+    rf_scratch_set *set = p;
+    for (int i = 0; i < RF_SCRATCH_SLOTS; i++)
+        free(set->buf[i]);
+    free(set);
+}
+
+static void rf_scratch_init(void)
+{
+    rf_scratch_key_ok = pthread_key_create(&rf_scratch_key, rf_scratch_release) == 0;
+}
+
+/* 64-byte aligned scratch of at least `bytes` for this thread's `slot`; NULL when out of
+ * memory. Contents are unspecified (as malloc's). */
+static inline void *rf_scratch(int slot, size_t bytes)
+{
+    pthread_once(&rf_scratch_once, rf_scratch_init);
+    if (!rf_scratch_key_ok)
+        return NULL;
+    rf_scratch_set *set = pthread_getspecific(rf_scratch_key);
+    if (set == NULL) {
+        set = calloc(1, sizeof *set);
+        if (set == NULL || pthread_setspecific(rf_scratch_key, set) != 0) {
+            free(set);
+            return NULL;
+        }
+    }
+    if (bytes == 0)
+        bytes = 64;
+    if (bytes > set->cap[slot]) {
+        free(set->buf[slot]);
+        set->buf[slot] = rf_aligned_alloc(bytes);
+        set->cap[slot] = set->buf[slot] ? bytes : 0;
+    }
+    return set->buf[slot];
+}
+
 /* This thread's contiguous share [lo, hi) of n items; depends only on n and the team. */
 static inline void rf_split(int64_t n, int64_t *lo, int64_t *hi)
 {
