@@ -7,6 +7,9 @@ from ._version import __version__
 from ._config import get_num_threads, set_num_threads, show_config
 from . import functional
 from .nn import GRU, LSTM, RNN
+from .interop import (from_keras, from_keras_weights, from_onnx, from_torch,
+                      from_torch_state_dict, to_keras_weights, to_onnx, to_torch,
+                      to_torch_state_dict)
 
 try:  # load the compiled core now, so its OpenMP runtime is visible to threadpoolctl
     from ._cpu import _kernels as _kernels  # noqa: F401
@@ -14,4 +17,6 @@ except ImportError:  # not built: only backend="reference" works (functional say
     pass
 
 __all__ = ["RNN", "LSTM", "GRU", "functional", "show_config", "set_num_threads",
-           "get_num_threads", "__version__"]
+           "get_num_threads", "__version__", "from_torch", "from_torch_state_dict",
+           "to_torch", "to_torch_state_dict", "from_keras", "from_keras_weights",
+           "to_keras_weights", "from_onnx", "to_onnx"]
