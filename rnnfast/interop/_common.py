@@ -24,10 +24,12 @@ ACTIVATION_NAMES = {n.lower(): n for n in (
     "Sigmoid", "Tanh", "Relu", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh",
     "HardSigmoid", "Elu", "Softsign", "Softplus")}
 
-#: ONNX Runtime's alpha / beta defaults, for the functions that take them
-ALPHA_DEFAULT = {"Affine": 1.0, "LeakyRelu": 0.01, "ThresholdedRelu": 1.0,
-                 "ScaledTanh": 1.0, "HardSigmoid": 0.2, "Elu": 1.0}
-BETA_DEFAULT = {"Affine": 0.0, "ScaledTanh": 1.0, "HardSigmoid": 0.5}
+#: alpha / beta that ONNX Runtime's recurrent kernels use when a node gives none, for
+#: the functions that take them (measured by the semantics work, docs/design.md; not
+#: the operator-level defaults of the ONNX text)
+ALPHA_DEFAULT = {"Affine": 0.0, "LeakyRelu": 0.01, "ThresholdedRelu": 0.0,
+                 "ScaledTanh": 0.0, "HardSigmoid": 0.2, "Elu": 1.0}
+BETA_DEFAULT = {"Affine": 0.0, "ScaledTanh": 0.0, "HardSigmoid": 0.5}
 
 _CLASSES = {"rnn_tanh": _nn.RNN, "rnn_relu": _nn.RNN, "lstm": _nn.LSTM, "gru": _nn.GRU}
 

@@ -182,13 +182,16 @@ class _Recurrent:
         al, be = [], []
         for c in canon:
             if c in _c.ALPHA_DEFAULT:
-                al.append(float(alpha.pop(0)) if alpha else _c.ALPHA_DEFAULT[c])
+                al.append(float(alpha.pop(0)) if alpha else None)
             else:
                 al.append(None)
             if c in _c.BETA_DEFAULT:
-                be.append(float(beta.pop(0)) if beta else _c.BETA_DEFAULT[c])
+                be.append(float(beta.pop(0)) if beta else None)
             else:
                 be.append(None)
+        if alpha or beta:
+            raise _fail(f"{op} node {node.name!r}: activation_alpha/beta hold more "
+                        f"values than the activations {canon} take")
         if len(canon) == k and self.D == 2:
             canon, al, be = canon * 2, al * 2, be * 2
         return canon, al, be
