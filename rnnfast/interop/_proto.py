@@ -567,15 +567,18 @@ def encode_model(nodes, initializers, inputs, outputs, opset, graph_name="rnnfas
     ``nodes``: encoded NodeProtos; ``initializers``: ``(name, ndarray)``; ``inputs``,
     ``outputs``: ``(name, elem_type, shape)``.
     """
+    if ir_version is None:
+        # the IR version that goes with each opset (onnx/helper.py's table)
+        ir_version = (3 if opset <= 8 else 4 if opset <= 9 else 5 if opset <= 11 else
+                      7 if opset <= 14 else 8 if opset <= 18 else 9 if opset <= 20 else 10)
+    if ir_version < 4:   # IR 3: every initializer must also be a graph input
+        inputs = list(inputs) + [(n, ONNX_OF_DTYPE[np.asarray(a).dtype],
+                                  list(np.asarray(a).shape)) for n, a in initializers]
     graph = b"".join(_len_field(1, n) for n in nodes)
     graph += _str_field(2, graph_name)
     graph += b"".join(_len_field(5, encode_tensor(n, a)) for n, a in initializers)
     graph += b"".join(_len_field(11, encode_value_info(*v)) for v in inputs)
     graph += b"".join(_len_field(12, encode_value_info(*v)) for v in outputs)
-    if ir_version is None:
-        # the IR version that goes with each opset (onnx/helper.py's table)
-        ir_version = (3 if opset <= 8 else 4 if opset <= 9 else 5 if opset <= 11 else
-                      7 if opset <= 14 else 8 if opset <= 18 else 9 if opset <= 20 else 10)
     out = _int_field(1, ir_version)
     out += _str_field(2, producer)
     out += _len_field(7, graph)
