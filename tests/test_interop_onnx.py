@@ -486,3 +486,12 @@ def test_runner_input_checks():
         model.run(None, {"X": x, "sequence_lens": np.array([4, 1], np.int32), "Z": x})
     with pytest.raises(TypeError, match="must be a path, bytes or an onnx.ModelProto"):
         rnnfast.from_onnx(3.5)
+
+
+def test_import_rnnfast_imports_no_framework():
+    from conftest import run_python
+    r = run_python("import sys, rnnfast, rnnfast.interop\n"
+                   "print(sorted(m for m in ('torch', 'onnx', 'keras', 'onnxruntime',"
+                   " 'tensorflow') if m in sys.modules))")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

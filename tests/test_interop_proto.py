@@ -68,3 +68,4 @@ def test_unknown_fields_are_skipped():
     m.metadata_props.add(key="k", value="v")
     p = _proto.parse_model(m.SerializeToString())
     assert p.producer_name == "p" and p.opset_import == {"": 17}
+
