@@ -495,3 +495,98 @@ def test_import_rnnfast_imports_no_framework():
                    " 'tensorflow') if m in sys.modules))")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------
+# ONNX semantics options (activations, clip, input_forget, peepholes)
+
+needs_sem = pytest.mark.skipif(not SEM, reason="needs the layers' ONNX-semantics options")
+
+SEM_NODES = [
+    ("RNN", dict(activations=["Affine"], activation_alpha=[0.7], activation_beta=[0.1])),
+    ("RNN", dict(direction="bidirectional", activations=["LeakyRelu", "Softsign"],
+                 activation_alpha=[0.3])),
+    ("RNN", dict(activations=["ScaledTanh"], activation_alpha=[1.3],
+                 activation_beta=[0.8], clip=1.5)),
+    ("GRU", dict(activations=["HardSigmoid", "Softsign"], activation_alpha=[0.3],
+                 activation_beta=[0.4])),
+    ("GRU", dict(direction="reverse", clip=0.7, linear_before_reset=1)),
+    ("GRU", dict(direction="bidirectional", activations=["Sigmoid", "Elu", "Sigmoid",
+                                                         "Tanh"], activation_alpha=[0.5])),
+    ("LSTM", dict(input_forget=1)),
+    ("LSTM", dict(direction="bidirectional", clip=0.9, input_forget=1)),
+    ("LSTM", dict(activations=["HardSigmoid", "Softplus", "Relu"])),
+    ("LSTM", dict(direction="reverse", activations=["Sigmoid", "ThresholdedRelu", "Tanh"],
+                  activation_alpha=[0.2])),
+]
+
+
+@needs_sem
+@pytest.mark.parametrize("op,attrs", SEM_NODES)
+@pytest.mark.parametrize("peephole", [False, True])
+def test_semantics_nodes_vs_onnxruntime(op, attrs, peephole):
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import numpy_helper
+    if peephole and op != "LSTM":
+        pytest.skip("peepholes are LSTM's")
+    D = 2 if attrs.get("direction") == "bidirectional" else 1
+    H, I, T, N = 4, 3, 6, 3
+    model = _node_model(op, D, H, I, np.float32, attrs, with_seq=True, with_h0=True,
+                        with_c0=True)
+    rng = np.random.default_rng(11)
+    if peephole:
+        node = model.graph.node[0]
+        while len(node.input) < 7:
+            node.input.append("")
+        node.input.append("P")
+        model.graph.initializer.append(numpy_helper.from_array(
+            rng.uniform(-1, 1, (D, 3 * H)).astype(np.float32), "P"))
+    feeds = {"X": rng.standard_normal((T, N, I)).astype(np.float32),
+             "sequence_lens": np.array([6, 2, 4], np.int32),
+             "initial_h": rng.standard_normal((D, N, H)).astype(np.float32)}
+    if op == "LSTM":
+        feeds["initial_c"] = rng.standard_normal((D, N, H)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, feeds)
+    ours = rnnfast.from_onnx(model)
+    got = ours(**feeds)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        assert _rel(a, b) < 2e-5
+    # export the imported layer again: ONNX Runtime agrees with it as well
+    layer = ours.layers[0]
+    if attrs.get("direction") != "reverse":
+        data = rnnfast.to_onnx(layer, sequence_lens=True, initial_states=True)
+        feeds2 = dict(feeds, X=feeds["X"])
+        again = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(
+            None, feeds2)
+        y, st = layer(feeds["X"], (feeds["initial_h"], feeds["initial_c"])
+                      if op == "LSTM" else feeds["initial_h"],
+                      feeds["sequence_lens"].astype(np.int64))
+        for a, b in zip(again, [y] + (list(st) if isinstance(st, tuple) else [st])):
+            assert _rel(a, b) < 2e-5
+
+
+@needs_sem
+def test_semantics_round_trip_bitwise():
+    for dtype in (np.float32, np.float64):
+        layer = rnnfast.LSTM(3, 4, num_layers=2, bidirectional=True, dtype=dtype, seed=2,
+                             activations=["HardSigmoid", "Elu", "Softsign"],
+                             activation_alpha=[0.25, 0.5, None],
+                             activation_beta=[0.375, None, None], clip=3.0,
+                             input_forget=True, peephole=True)
+        rng = np.random.default_rng(0)
+        for name, p in layer.named_parameters():
+            p[...] = rng.uniform(-1, 1, p.shape)
+        layer.eval()
+        model = rnnfast.from_onnx(rnnfast.to_onnx(layer))
+        for lyr, sub in enumerate(model.layers):
+            assert sub.peephole and sub.input_forget and sub.clip == 3.0
+            assert [a.lower() for a in sub.activations[:3]] == ["hardsigmoid", "elu",
+                                                               "softsign"]
+            for d in range(2):
+                a = getattr(layer, _common.param_name("weight_peep", lyr, d))
+                b = getattr(sub, _common.param_name("weight_peep", 0, d))
+                assert np.array_equal(a, b)
+        x = rng.standard_normal((5, 2, 3)).astype(dtype)
+        assert np.array_equal(model(x)[0], layer(x)[0])
