@@ -37,7 +37,7 @@ _ACTIVATIONS = {
 _GRU_K2T = (1, 0, 2)       # Keras z, r, h -> PyTorch r, z, n (its own inverse)
 
 
-def _activation(owner, where, value):
+def _activation(owner, where, value, keras_major=3):
     if isinstance(value, dict):   # serialized form {'class_name': ..., 'config': 'tanh'}
         value = value.get("config", value.get("class_name"))
     if value is None:
@@ -48,10 +48,28 @@ def _activation(owner, where, value):
         raise ValueError(
             f"{owner}: {where}={value!r} has no rnnfast equivalent; supported: "
             + ", ".join(sorted(_ACTIVATIONS)))
+    if value == "hard_sigmoid" and keras_major < 3:
+        return ("HardSigmoid", 0.2, 0.5)    # Keras 2: clip(0.2 x + 0.5, 0, 1)
     return _ACTIVATIONS[value]
 
 
-def _layer_spec(owner, class_name, config, weights, dtype):
+def _keras_major(layer):
+    """Major version of the Keras that defined ``layer`` (3 when unknown)."""
+    import sys
+    root = type(layer).__module__.split(".")[0]
+    if root == "tf_keras":
+        return 2
+    mod = sys.modules.get(root)
+    if root == "tensorflow":
+        mod = getattr(mod, "keras", None)
+    version = getattr(mod, "__version__", "3")
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 3
+
+
+def _layer_spec(owner, class_name, config, weights, dtype, keras_major=3):
     """Normalise one Keras recurrent layer: cell, sizes, activations, params."""
     if class_name not in _KERAS_CELLS:
         raise TypeError(f"{owner}: expected a Keras SimpleRNN, LSTM, GRU or Bidirectional "
@@ -80,13 +98,13 @@ def _layer_spec(owner, class_name, config, weights, dtype):
                          f"state explicitly with initial_state)")
     if config.get("time_major", False):
         raise ValueError(f"{owner}: time_major=True is not supported")
-    act = _activation(owner, "activation", config.get("activation", "tanh"))
+    act = _activation(owner, "activation", config.get("activation", "tanh"), keras_major)
     G = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
     if kind == "rnn":
         acts = [act]
     else:
         rec = _activation(owner, "recurrent_activation",
-                          config.get("recurrent_activation", "sigmoid"))
+                          config.get("recurrent_activation", "sigmoid"), keras_major)
         acts = [rec, act, act] if kind == "lstm" else [rec, act]
 
     if not isinstance(weights, (list, tuple)):
@@ -238,18 +256,19 @@ def from_keras(layer, *, dtype=None, backend="cpu", wrap=None):
     if name == "Bidirectional":
         merge_mode = _normalise_merge_mode(owner, getattr(layer, "merge_mode", "concat"))
         specs = [_layer_spec(owner, type(sub).__name__, sub.get_config(),
-                             list(sub.get_weights()), dtype)
+                             list(sub.get_weights()), dtype, _keras_major(sub))
                  for sub in (layer.forward_layer, layer.backward_layer)]
         return _build(owner, specs, merge_mode, backend, wrap)
     if name not in _KERAS_CELLS or not hasattr(layer, "get_config"):
         raise TypeError(f"{owner}: layer must be a Keras SimpleRNN, LSTM, GRU or "
                         f"Bidirectional, got {_v.describe(layer)}")
-    spec = _layer_spec(owner, name, layer.get_config(), list(layer.get_weights()), dtype)
+    spec = _layer_spec(owner, name, layer.get_config(), list(layer.get_weights()), dtype,
+                       _keras_major(layer))
     return _build(owner, [spec], "concat", backend, wrap)
 
 
 def from_keras_weights(weights, config, class_name=None, *, dtype=None, backend="cpu",
-                       wrap=None):
+                       wrap=None, keras_version=3):
     """As :func:`from_keras`, from ``layer.get_weights()`` and ``layer.get_config()``
     (no keras needed).
 
@@ -268,8 +287,13 @@ def from_keras_weights(weights, config, class_name=None, *, dtype=None, backend=
         Required unless ``config`` is in serialized form.
     dtype, backend, wrap
         As :func:`from_keras`.
+    keras_version : int, default 3
+        Major version of the Keras that wrote the config: ``hard_sigmoid`` is
+        ``clip(x/6 + 1/2)`` in Keras 3 and ``clip(0.2 x + 1/2)`` in Keras 2.
     """
     owner = "from_keras_weights"
+    if keras_version not in (2, 3):
+        raise ValueError(f"{owner}: keras_version must be 2 or 3, got {keras_version!r}")
     if not isinstance(config, dict):
         raise TypeError(f"{owner}: config must be a dict, got {_v.describe(config)}")
     if "class_name" in config and isinstance(config.get("config"), dict):
@@ -302,11 +326,11 @@ def from_keras_weights(weights, config, class_name=None, *, dtype=None, backend=
                              f"forward ones; got {len(weights)} in all")
         half = len(weights) // 2
         specs = [_layer_spec(owner, inner.get("class_name"), inner["config"],
-                             list(weights[:half]), dtype),
+                             list(weights[:half]), dtype, keras_version),
                  _layer_spec(owner, back.get("class_name"), back["config"],
-                             list(weights[half:]), dtype)]
+                             list(weights[half:]), dtype, keras_version)]
         return _build(owner, specs, merge_mode, backend, wrap)
-    spec = _layer_spec(owner, class_name, config, list(weights), dtype)
+    spec = _layer_spec(owner, class_name, config, list(weights), dtype, keras_version)
     return _build(owner, [spec], "concat", backend, wrap)
 
 
