@@ -179,16 +179,45 @@ def test_export_into_keras_matches(mode):
         assert _rel(layer(x)[0], h) < (1e-12 if keras_exact else 1e-6)
 
 
-def test_activations_mapping_needs_semantics_or_works():
+ACTIVATION_CASES = [
+    lambda: L.LSTM(5, activation="relu", recurrent_activation="hard_sigmoid",
+                   return_sequences=True),
+    lambda: L.GRU(5, activation="softsign", recurrent_activation="sigmoid",
+                  return_sequences=True),
+    lambda: L.GRU(5, activation="elu", reset_after=False, return_state=True),
+    lambda: L.SimpleRNN(5, activation="linear", return_sequences=True),
+    lambda: L.SimpleRNN(5, activation="leaky_relu", go_backwards=True),
+    lambda: L.Bidirectional(L.LSTM(5, activation="softplus", return_sequences=True),
+                            merge_mode="ave"),
+    lambda: L.SimpleRNN(5, activation="relu", return_sequences=True),  # nonlinearity
+]
+
+
+@pytest.mark.parametrize("index", range(len(ACTIVATION_CASES)))
+def test_activations(index):
     rng = np.random.default_rng(6)
-    k = L.LSTM(5, activation="relu", recurrent_activation="hard_sigmoid",
-               return_sequences=True)
+    k = ACTIVATION_CASES[index]()
     _randomise(k, rng, "float32")
-    if not interop._common.sem_supported():
+    inner = getattr(k, "forward_layer", k)
+    default = inner.get_config()["activation"] in ("tanh", "relu") and \
+        inner.get_config().get("recurrent_activation", "sigmoid") == "sigmoid"
+    if not interop._common.sem_supported() and not default:
         with pytest.raises(ValueError, match="activations="):
             rnnfast.from_keras(k)
     else:
         _check(k, "float32", rng, masks=True)
+
+
+def test_keras2_hard_sigmoid():
+    if not interop._common.sem_supported():
+        pytest.skip("needs the layers' ONNX-semantics options")
+    w = [np.zeros((2, 8), np.float32), np.zeros((2, 8), np.float32),
+         np.zeros(8, np.float32)]
+    cfg = {"units": 2, "recurrent_activation": "hard_sigmoid"}
+    k3 = interop.from_keras_weights(w, cfg, "LSTM", wrap=False)
+    k2 = interop.from_keras_weights(w, cfg, "LSTM", wrap=False, keras_version=2)
+    assert k3.activation_alpha[0] == pytest.approx(1 / 6) and k2.activation_alpha[0] == 0.2
+    assert k3.activation_beta[0] == k2.activation_beta[0] == 0.5
 
 
 def test_refusals():
