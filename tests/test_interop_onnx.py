@@ -590,3 +590,41 @@ def test_semantics_round_trip_bitwise():
                 assert np.array_equal(a, b)
         x = rng.standard_normal((5, 2, 3)).astype(dtype)
         assert np.array_equal(model(x)[0], layer(x)[0])
+
+
+def test_malformed_glue_nodes_raise_value_error():
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    def run(node, inits=(), x=np.zeros((2, 3), np.float32)):
+        g = helper.make_graph(
+            [node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
+            [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)],
+            initializer=[numpy_helper.from_array(a, n) for n, a in inits])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        return rnnfast.from_onnx(m)(x)
+
+    big = np.array([1 << 30, 1 << 30, 1 << 20], np.int64)
+    cases = [
+        (helper.make_node("Reshape", ["X"], ["Y"]), ()),
+        (helper.make_node("Reshape", ["X", "s"], ["Y"]), [("s", np.array([5, -1]))]),
+        (helper.make_node("Gather", ["X", "i"], ["Y"]), [("i", np.array([7]))]),
+        (helper.make_node("Transpose", ["X"], ["Y"], perm=[0, 0]), ()),
+        (helper.make_node("Squeeze", ["X", "a"], ["Y"]), [("a", np.array([0]))]),
+        (helper.make_node("ConstantOfShape", ["s"], ["Y"]), [("s", big)]),
+        (helper.make_node("Expand", ["X", "s"], ["Y"]), [("s", big)]),
+        (helper.make_node("Slice", ["X", "a", "a", "a", "z"], ["Y"]),
+         [("a", np.array([0])), ("z", np.array([0]))]),
+        (helper.make_node("Cast", ["X"], ["Y"], to=8), ()),
+    ]
+    for node, inits in cases:
+        if node.op_type == "ConstantOfShape":
+            g = helper.make_graph([node], "g", [],
+                                  [helper.make_tensor_value_info("Y", 1, None)],
+                                  initializer=[numpy_helper.from_array(big, "s")])
+            m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+            with pytest.raises(ValueError, match="more memory"):
+                rnnfast.from_onnx(m)()
+            continue
+        with pytest.raises(ValueError):
+            run(node, inits)

@@ -364,7 +364,6 @@ def to_keras_weights(layer):
         if opts[k] != _c.SEM_DEFAULTS[k]:
             raise ValueError(f"{owner}: Keras has no equivalent of {k}={opts[k]!r}")
     D = 2 if layer.bidirectional else 1
-    G = {"lstm": 4, "gru": 3}.get(cell, 1)
     out = []
     for lyr in range(layer.num_layers):
         group = []
@@ -384,7 +383,6 @@ def to_keras_weights(layer):
                     bias = np.array(b_ih, copy=True)
                 else:
                     bias = b_ih + b_hh
-                assert bias.shape[-1] == G * layer.hidden_size
                 group.append(bias)
         out.append(group)
     return out

@@ -482,7 +482,12 @@ class OnnxModel:
                 if item.op_type == "Constant":
                     continue
                 vals = [env[n] if n else None for n in item.input]
-                outs = [_glue(item, vals, self.opset)]
+                try:
+                    outs = [_glue(item, vals, self.opset)]
+                except (IndexError, KeyError, AttributeError, TypeError) as exc:
+                    # malformed inputs or attributes of a glue node
+                    raise ValueError(f"OnnxModel: {item.op_type} node {item.name!r} "
+                                     f"cannot run: {type(exc).__name__}: {exc}") from None
                 names = item.output[:1]
             for name, val in zip(names, outs):
                 if name:
@@ -528,6 +533,10 @@ def _glue(node, vals, opset):
     x = vals[0] if vals else None
     if op != "Constant" and x is None:
         raise ValueError(f"{what}: missing input")
+    needs = {"Gather": 2, "Reshape": 2, "Expand": 2}.get(op, 3 if (
+        op == "Slice" and opset >= 10) else 1)
+    if len(vals) < needs or any(v is None for v in vals[:needs]):
+        raise ValueError(f"{what}: expected at least {needs} inputs")
     if op == "Identity":
         return x
     if op == "Shape":
@@ -563,6 +572,8 @@ def _glue(node, vals, opset):
         return np.squeeze(x, axis=axes)
     if op == "Concat":
         arrs = [v for v in vals if v is not None]
+        if not arrs:
+            raise ValueError(f"{what}: no inputs")
         ax = _axis(attr("axis", 0), arrs[0].ndim, what)
         try:
             return np.concatenate(arrs, axis=ax)
@@ -570,6 +581,8 @@ def _glue(node, vals, opset):
             raise ValueError(f"{what}: {exc}") from None
     if op == "ConstantOfShape":
         shape = _ints_of(x, f"{what}: shape")
+        if "value" in a and a["value"].t is None:
+            raise ValueError(f"{what}: value must be a tensor")
         value = a["value"].t.to_numpy("ConstantOfShape value") if "value" in a \
             else np.zeros(1, np.float32)
         if value.size != 1:
