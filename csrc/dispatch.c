@@ -14,7 +14,9 @@
     int64_t rf_pack_forward_size_##isa(const rf_fwd_args *a);                             \
     int rf_pack_forward_##isa(const rf_fwd_args *a, void *dst);                           \
     int rf_gemm_##isa(int, int, int, int64_t, int64_t, int64_t, const void *, int64_t,    \
-                      const void *, int64_t, int, void *, int64_t, int);
+                      const void *, int64_t, int, void *, int64_t, int);                   \
+    int rf_gen_forward_##isa(const rf_gen_fwd_args *a);                                   \
+    int rf_gen_backward_##isa(const rf_gen_bwd_args *a);
 #ifdef RF_HAVE_X86_VARIANTS
 RF_DECLARE(avx512)
 RF_DECLARE(avx2)
@@ -133,4 +135,28 @@ int rf_openmp_max_threads(void)
 #else
     return 1;
 #endif
+}
+
+
+/* the general path (csrc/general_impl.h), compiled per variant like the kernels */
+int rf_gen_forward(const rf_gen_fwd_args *a)
+{
+    switch (rf_isa()) {
+#ifdef RF_HAVE_X86_VARIANTS
+    case RF_ISA_AVX512: return rf_gen_forward_avx512(a);
+    case RF_ISA_AVX2: return rf_gen_forward_avx2(a);
+#endif
+    default: return rf_gen_forward_base(a);
+    }
+}
+
+int rf_gen_backward(const rf_gen_bwd_args *a)
+{
+    switch (rf_isa()) {
+#ifdef RF_HAVE_X86_VARIANTS
+    case RF_ISA_AVX512: return rf_gen_backward_avx512(a);
+    case RF_ISA_AVX2: return rf_gen_backward_avx2(a);
+#endif
+    default: return rf_gen_backward_base(a);
+    }
 }

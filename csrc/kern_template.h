@@ -16,6 +16,17 @@
 #define RF_EXP expf
 #define RF_TANH tanhf
 #include "kernels_impl.h"
+#define GSFX SFX
+#define G_EXP expf
+#define G_TANH tanhf
+#define G_LOG1P log1pf
+#define G_FABS fabsf
+#include "general_impl.h"
+#undef GSFX
+#undef G_EXP
+#undef G_TANH
+#undef G_LOG1P
+#undef G_FABS
 #undef REAL
 #undef RF_DBL
 #undef SFX
@@ -28,6 +39,12 @@
 #define RF_EXP exp
 #define RF_TANH tanh
 #include "kernels_impl.h"
+#define GSFX SFX
+#define G_EXP exp
+#define G_TANH tanh
+#define G_LOG1P log1p
+#define G_FABS fabs
+#include "general_impl.h"
 
 #define RF_F32(name) RF_PASTE(RF_PASTE(name, f32), RF_ISA)
 #define RF_F64(name) RF_PASTE(RF_PASTE(name, f64), RF_ISA)
@@ -59,4 +76,15 @@ int RF_ENTRY(rf_gemm)(int dtype, int ta, int tb, int64_t m, int64_t n, int64_t k
     if (dtype == RF_F32)
         return RF_F32(gemm)(ta, tb, m, n, k, A, lda, B, ldb, beta_one, C, ldc, nthreads);
     return RF_F64(gemm)(ta, tb, m, n, k, A, lda, B, ldb, beta_one, C, ldc, nthreads);
+}
+
+/* the general path (csrc/general_impl.h) of this variant */
+int RF_ENTRY(rf_gen_forward)(const rf_gen_fwd_args *a)
+{
+    return a->dtype == RF_F32 ? RF_F32(gen_forward)(a) : RF_F64(gen_forward)(a);
+}
+
+int RF_ENTRY(rf_gen_backward)(const rf_gen_bwd_args *a)
+{
+    return a->dtype == RF_F32 ? RF_F32(gen_backward)(a) : RF_F64(gen_backward)(a);
 }

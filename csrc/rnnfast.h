@@ -77,6 +77,60 @@ typedef struct {
     void *dhtot;                 /* LSTM with projection: (T, N, P) total dL/dh_t */
 } rf_bwd_args;
 
+/* ---- The general path (csrc/general_impl.h): ONNX activations, clip, LSTM input_forget
+ * and peepholes. Semantics: rnnfast/_reference.py; layout notes: docs/design.md. */
+enum rf_act {
+    RF_ACT_RELU = 0, RF_ACT_TANH = 1, RF_ACT_SIGMOID = 2, RF_ACT_AFFINE = 3,
+    RF_ACT_LEAKYRELU = 4, RF_ACT_THRESHOLDEDRELU = 5, RF_ACT_SCALEDTANH = 6,
+    RF_ACT_HARDSIGMOID = 7, RF_ACT_ELU = 8, RF_ACT_SOFTSIGN = 9, RF_ACT_SOFTPLUS = 10
+};
+
+typedef struct {
+    int code;                    /* enum rf_act */
+    double alpha, beta;
+} rf_act_spec;
+
+typedef struct {
+    int cell, dtype, reverse, reset_after, training, nthreads;
+    int64_t T, N, isz, H, P;
+    const int64_t *lengths;      /* (N,) or NULL */
+    const void *x, *h0, *c0, *w_ih, *w_hh, *b_ih, *b_hh, *w_hr;
+    const void *w_peep;          /* LSTM (3H,) gate order i, f, o, or NULL */
+    rf_act_spec acts[3];         /* rnn: f; gru: f, g; lstm: f, g, h */
+    double clip;                 /* > 0: clamp gate pre-activations to [-clip, clip] */
+    int input_forget;            /* LSTM: f = 1 - i */
+    void *y, *h_n, *c_n;
+    /* (T, N, G*H), always: on return the full gate pre-activations before the clip
+     * (valid steps only), which the backward differentiates */
+    void *pre;
+    /* training only (NULL otherwise), zero at padded steps on return: */
+    void *hprev;                 /* (T, N, P) h_{t-1} of every step */
+    void *cprev, *cs;            /* LSTM (T, N, H): c_{t-1}, c_t */
+    void *ms;                    /* LSTM with projection (T, N, H): m_t */
+    void *aux;                   /* GRU (T, N, H): W_hn h + b_hn (reset_after) or r*h_{t-1} */
+} rf_gen_fwd_args;
+
+typedef struct {
+    int cell, dtype, reverse, reset_after, nthreads;
+    int64_t T, N, isz, H, P;
+    const int64_t *lengths;
+    const void *x;               /* (T, N, I), zero at padded steps */
+    const void *w_ih, *w_hh, *w_hr, *w_peep;
+    int has_bias;
+    rf_act_spec acts[3];
+    double clip;
+    int input_forget;
+    const void *pre, *hprev, *cprev, *cs, *ms, *aux;   /* from the training forward */
+    const void *dy, *dh_n, *dc_n;                      /* dh_n, dc_n may be NULL */
+    void *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh, *dw_hr, *dw_peep;
+    void *dgx;                   /* (T, N, G*H) workspace */
+    void *dgh;                   /* GRU reset_after: (T, N, G*H) workspace, else NULL */
+    void *dhtot;                 /* LSTM with projection: (T, N, P) workspace, else NULL */
+} rf_gen_bwd_args;
+
+int rf_gen_forward(const rf_gen_fwd_args *a);
+int rf_gen_backward(const rf_gen_bwd_args *a);
+
 int rf_forward(const rf_fwd_args *a);
 /* Packed forward weights, reusable across calls while the weights do not change: the
  * size in elements of the problem's dtype, and the packing itself (reads w_ih, w_hh, w_hr,

@@ -78,6 +78,24 @@ Then, for the gate pre-activation gradients ``dA_i`` (input side) and ``dA_h``
     dW_ih += dA_i^T x_t     db_ih += sum_n dA_i     dx_t      = dA_i W_ih
     dW_hh += dA_h^T h_{t-1} db_hh += sum_n dA_h     dh_{t-1} += dA_h W_hh
 
+ONNX options (docs/design.md, "ONNX semantics")
+------------------------------------------------
+``acts`` replaces the nonlinearities: a tuple of ``(name, alpha, beta)`` triples,
+1 for rnn (``f``), 2 for gru (``f`` for r and z, ``g`` for n), 3 for lstm (``f`` for
+i, f, o; ``g`` for the candidate; ``h`` for the output).  ``clip`` clamps every gate
+pre-activation to ``[-clip, clip]`` after all its terms (biases, recurrent product,
+GRU ``r *`` term, peephole) and before the activation; its gradient is 1 inside
+``[-clip, clip]`` (bounds included) and 0 outside.  LSTM ``input_forget``: ``f = 1 - i``
+(the forget-gate rows of the weights are then unused: their gradient is 0).  LSTM
+``w_peep`` (3H,) in gate order (i, f, o)::
+
+    a_i += P_i * c_{t-1}    a_f += P_f * c_{t-1}    a_o += P_o * c_t
+
+With these options every gate is ``act(clip(a))`` and the backward multiplies by
+``act'(clip(a)) * [|a| <= clip]``; ``dP_i = sum da_i c_{t-1}``, ``dP_f = sum da_f
+c_{t-1}``, ``dP_o = sum da_o c_t``; ``c_{t-1}`` also receives ``da_i P_i + da_f P_f`` and
+``c_t`` receives ``da_o P_o``.  With ``input_forget``, ``di`` also receives ``-df``.
+
 The cache returned by a training forward owns copies of everything it holds; it
 never aliases the arrays returned to the caller, nor the arrays passed in.
 """
@@ -87,6 +105,105 @@ import numpy as np
 __all__ = ["layer_forward", "layer_backward"]
 
 _GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+
+#: default activations (ONNX names, lowercase) of every cell
+_DEFAULT_ACTS = {
+    "rnn_tanh": (("tanh", 0.0, 0.0),),
+    "rnn_relu": (("relu", 0.0, 0.0),),
+    "gru": (("sigmoid", 0.0, 0.0), ("tanh", 0.0, 0.0)),
+    "lstm": (("sigmoid", 0.0, 0.0), ("tanh", 0.0, 0.0), ("tanh", 0.0, 0.0)),
+}
+
+
+def _act(spec, a):
+    """ONNX activation ``spec = (name, alpha, beta)`` of ``a``, in the dtype of ``a``."""
+    name, alpha, beta = spec
+    al, be = a.dtype.type(alpha), a.dtype.type(beta)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if name == "sigmoid":
+            return _sigmoid(a)
+        if name == "tanh":
+            return np.tanh(a)
+        if name == "relu":
+            return np.maximum(a, 0)
+        if name == "affine":
+            return al * a + be
+        if name == "leakyrelu":
+            return np.where(a >= 0, a, al * a)
+        if name == "thresholdedrelu":
+            return np.where(a > al, a, 0).astype(a.dtype)
+        if name == "scaledtanh":
+            return al * np.tanh(be * a)
+        if name == "hardsigmoid":
+            return np.minimum(np.maximum(al * a + be, 0), 1)
+        if name == "elu":
+            return np.where(a >= 0, a, al * (np.exp(np.minimum(a, 0)) - 1))
+        if name == "softsign":
+            return a / (1 + np.abs(a))
+        if name == "softplus":
+            return np.logaddexp(a.dtype.type(0), a)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def _act_grad(spec, a):
+    """Derivative of the activation ``spec`` at ``a`` (one-sided choices at kinks:
+    relu, leakyrelu, elu use the left slope at 0; thresholdedrelu and hardsigmoid
+    are 0 at their break points)."""
+    name, alpha, beta = spec
+    al, be = a.dtype.type(alpha), a.dtype.type(beta)
+    one = a.dtype.type(1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if name == "sigmoid":
+            s = _sigmoid(a)
+            return s * (1 - s)
+        if name == "tanh":
+            return 1 - np.tanh(a) ** 2
+        if name == "relu":
+            return (a > 0).astype(a.dtype)
+        if name == "affine":
+            return np.full_like(a, al)
+        if name == "leakyrelu":
+            return np.where(a > 0, one, al).astype(a.dtype)
+        if name == "thresholdedrelu":
+            return (a > al).astype(a.dtype)
+        if name == "scaledtanh":
+            return al * be * (1 - np.tanh(be * a) ** 2)
+        if name == "hardsigmoid":
+            v = al * a + be
+            return np.where((v > 0) & (v < 1), al, 0).astype(a.dtype)
+        if name == "elu":
+            return np.where(a > 0, one, al * np.exp(np.minimum(a, 0))).astype(a.dtype)
+        if name == "softsign":
+            return 1 / (1 + np.abs(a)) ** 2
+        if name == "softplus":
+            return _sigmoid(a)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def _clip(a, clip):
+    """``a`` clamped to ``[-clip, clip]`` (unchanged when clip is None)."""
+    if clip is None:
+        return a
+    c = a.dtype.type(clip)
+    return np.minimum(np.maximum(a, -c), c)
+
+
+def _clip_grad(a, clip):
+    """Gradient of :func:`_clip` at ``a``: 1 inside ``[-clip, clip]``, else 0."""
+    if clip is None:
+        return 1
+    c = a.dtype.type(clip)
+    return ((a >= -c) & (a <= c)).astype(a.dtype)
+
+
+def _gate(spec, a, clip):
+    """``act(clip(a))``."""
+    return _act(spec, _clip(a, clip))
+
+
+def _gate_grad(spec, a, clip):
+    """``d act(clip(a)) / da``."""
+    return _act_grad(spec, _clip(a, clip)) * _clip_grad(a, clip)
 
 
 def _sigmoid(a):
@@ -137,7 +254,8 @@ def _step_indices(s, lengths, reverse):
 
 
 def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=None,
-                  reverse=False, reset_after=True, training=False):
+                  reverse=False, reset_after=True, training=False, acts=None, clip=None,
+                  input_forget=False, w_peep=None):
     """Run one recurrent layer in one direction over a padded, time-major batch.
 
     Parameters
@@ -169,6 +287,15 @@ def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=No
         (PyTorch); False applies it before (``W_hn (r * h)``).
     training : bool, default False
         Keep what :func:`layer_backward` needs in the returned cache.
+    acts : tuple of (str, float, float), optional
+        ONNX activations ``(name, alpha, beta)`` (lowercase names, alpha/beta
+        resolved): 1 for rnn, 2 for gru, 3 for lstm.  None: the cell's defaults.
+    clip : float, optional
+        Clamp every gate pre-activation to ``[-clip, clip]``; None: no clamp.
+    input_forget : bool, default False
+        LSTM only: couple the forget gate to the input gate, ``f = 1 - i``.
+    w_peep : ndarray, shape (3*H,), optional
+        LSTM only: peephole weights in gate order (i, f, o).
 
     Returns
     -------
@@ -193,6 +320,10 @@ def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=No
         lengths = np.full(N, T, dtype=np.int64)
     else:
         lengths = np.array(lengths, dtype=np.int64)
+    acts = _DEFAULT_ACTS[cell] if acts is None else tuple(tuple(a) for a in acts)
+    peep = None if w_peep is None else np.array(w_peep, dtype=dtype)
+    if peep is not None:
+        p_i, p_f, p_o = peep[0 * H:1 * H], peep[1 * H:2 * H], peep[2 * H:3 * H]
 
     y = np.zeros((T, N, P), dtype=dtype)
     h = np.array(h0, dtype=dtype)                       # running state, (N, P)
@@ -207,40 +338,51 @@ def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=No
 
         if cell in ("rnn_tanh", "rnn_relu"):
             a = _affine(x_t, w_ih, b_ih) + _affine(h_prev, w_hh, b_hh)
-            h_new = np.tanh(a) if cell == "rnn_tanh" else np.maximum(a, 0)
-            saved.update(a=a, h_new=h_new)
+            h_new = _gate(acts[0], a, clip)
+            saved.update(a=a)
 
         elif cell == "lstm":
             c_prev = c[rows]
             a = _affine(x_t, w_ih, b_ih) + _affine(h_prev, w_hh, b_hh)
-            i = _sigmoid(a[:, 0 * H:1 * H])
-            f = _sigmoid(a[:, 1 * H:2 * H])
-            g = np.tanh(a[:, 2 * H:3 * H])
-            o = _sigmoid(a[:, 3 * H:4 * H])
+            a_i, a_f = a[:, 0 * H:1 * H], a[:, 1 * H:2 * H]
+            a_g, a_o = a[:, 2 * H:3 * H], a[:, 3 * H:4 * H]
+            if peep is not None:
+                a_i = a_i + p_i * c_prev
+                a_f = a_f + p_f * c_prev
+            i = _gate(acts[0], a_i, clip)
+            f = 1 - i if input_forget else _gate(acts[0], a_f, clip)
+            g = _gate(acts[1], a_g, clip)
             c_new = f * c_prev + i * g
-            tanh_c = np.tanh(c_new)
-            m = o * tanh_c
+            if peep is not None:
+                a_o = a_o + p_o * c_new
+            o = _gate(acts[0], a_o, clip)
+            hc = _act(acts[2], c_new)                   # h(c_t), tanh by default
+            m = o * hc
             h_new = m if w_hr is None else m @ w_hr.T
             c[rows] = c_new
-            saved.update(c_prev=c_prev, i=i, f=f, g=g, o=o, tanh_c=tanh_c, m=m)
+            saved.update(c_prev=c_prev, c_new=c_new, a_i=a_i, a_f=a_f, a_g=a_g, a_o=a_o,
+                         i=i, f=f, g=g, o=o, hc=hc, m=m)
 
         else:  # gru
             gi = _affine(x_t, w_ih, b_ih)               # (n_active, 3H)
             b_hh_rz = None if b_hh is None else b_hh[:2 * H]
             b_hh_n = None if b_hh is None else b_hh[2 * H:]
             gh_rz = _affine(h_prev, w_hh[:2 * H], b_hh_rz)
-            r = _sigmoid(gi[:, 0 * H:1 * H] + gh_rz[:, 0 * H:1 * H])
-            z = _sigmoid(gi[:, 1 * H:2 * H] + gh_rz[:, 1 * H:2 * H])
+            a_r = gi[:, 0 * H:1 * H] + gh_rz[:, 0 * H:1 * H]
+            a_z = gi[:, 1 * H:2 * H] + gh_rz[:, 1 * H:2 * H]
+            r = _gate(acts[0], a_r, clip)
+            z = _gate(acts[0], a_z, clip)
             if reset_after:
                 gh_n = _affine(h_prev, w_hh[2 * H:], b_hh_n)        # W_hn h + b_hn
-                n = np.tanh(gi[:, 2 * H:] + r * gh_n)
+                a_n = gi[:, 2 * H:] + r * gh_n
                 saved.update(gh_n=gh_n)
             else:
                 rh = r * h_prev
-                n = np.tanh(gi[:, 2 * H:] + _affine(rh, w_hh[2 * H:], b_hh_n))
+                a_n = gi[:, 2 * H:] + _affine(rh, w_hh[2 * H:], b_hh_n)
                 saved.update(rh=rh)
+            n = _gate(acts[1], a_n, clip)
             h_new = (1 - z) * n + z * h_prev
-            saved.update(r=r, z=z, n=n)
+            saved.update(a_r=a_r, a_z=a_z, a_n=a_n, r=r, z=z, n=n)
 
         h[rows] = h_new
         y[tt, rows] = h_new
@@ -261,6 +403,10 @@ def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=No
             "w_hh": np.array(w_hh, dtype=dtype),
             "has_bias": b_ih is not None,
             "w_hr": None if w_hr is None else np.array(w_hr, dtype=dtype),
+            "acts": acts,
+            "clip": clip,
+            "input_forget": bool(input_forget),
+            "w_peep": peep,
             "lengths": lengths,
             "steps": steps,
         }
@@ -288,8 +434,8 @@ def layer_backward(cache, dy, dh_n=None, dc_n=None):
         ``'x'`` (T, N, I), exactly 0 at padded steps; ``'h0'`` (N, P);
         ``'c0'`` (N, H) or None for non-LSTM cells; ``'weight_ih'``,
         ``'weight_hh'``; ``'bias_ih'``, ``'bias_hh'`` or None without bias;
-        ``'weight_hr'`` (P, H) or None without projection.  All fresh arrays in the
-        input dtype.
+        ``'weight_hr'`` (P, H) or None without projection; and ``'weight_peep'``
+        (3H,) only when the forward had peepholes.  All fresh arrays in the input dtype.
     """
     if cache is None:
         raise ValueError("layer_backward needs the cache of a training=True forward")
@@ -299,6 +445,8 @@ def layer_backward(cache, dy, dh_n=None, dc_n=None):
     H, P = cache["H"], cache["P"]
     w_ih, w_hh, w_hr = cache["w_ih"], cache["w_hh"], cache["w_hr"]
     has_bias = cache["has_bias"]
+    acts, clip = cache["acts"], cache["clip"]
+    peep = cache["w_peep"]
     dy = np.asarray(dy, dtype=dtype)
 
     dx = np.zeros((T, N, I), dtype=dtype)
@@ -307,6 +455,7 @@ def layer_backward(cache, dy, dh_n=None, dc_n=None):
     db_ih = np.zeros(w_ih.shape[0], dtype=dtype)
     db_hh = np.zeros(w_hh.shape[0], dtype=dtype)
     dw_hr = None if w_hr is None else np.zeros_like(w_hr)
+    dpeep = None if peep is None else np.zeros_like(peep)
     # running gradients w.r.t. the state each sequence currently holds
     dh = np.zeros((N, P), dtype=dtype) if dh_n is None else np.array(dh_n, dtype=dtype)
     dc = None
@@ -321,31 +470,41 @@ def layer_backward(cache, dy, dh_n=None, dc_n=None):
         dh_t = dh[rows] + dy[tt, rows]                  # total gradient into h_t
 
         if cell in ("rnn_tanh", "rnn_relu"):
-            if cell == "rnn_tanh":
-                da = dh_t * (1 - saved["h_new"] ** 2)
-            else:
-                da = dh_t * (saved["a"] > 0)            # relu'(0) = 0
+            da = dh_t * _gate_grad(acts[0], saved["a"], clip)
             da_i = da_h = da
             dh_prev = da_h @ w_hh
 
         elif cell == "lstm":
             i, f, g, o = saved["i"], saved["f"], saved["g"], saved["o"]
-            tanh_c, c_prev = saved["tanh_c"], saved["c_prev"]
+            hc, c_prev, c_new = saved["hc"], saved["c_prev"], saved["c_new"]
             if w_hr is None:
                 dm = dh_t
             else:
                 dw_hr += dh_t.T @ saved["m"]
                 dm = dh_t @ w_hr
-            do = dm * tanh_c
-            dc_t = dc[rows] + dm * o * (1 - tanh_c ** 2)  # total gradient into c_t
+            do = dm * hc
+            da_o = do * _gate_grad(acts[0], saved["a_o"], clip)
+            dc_t = dc[rows] + dm * o * _act_grad(acts[2], c_new)  # total into c_t
+            if peep is not None:
+                dc_t = dc_t + da_o * peep[2 * H:3 * H]
             di = dc_t * g
             df = dc_t * c_prev
             dg = dc_t * i
-            dc[rows] = dc_t * f                         # gradient into c_{t-1}
-            da = np.concatenate([di * i * (1 - i),
-                                 df * f * (1 - f),
-                                 dg * (1 - g ** 2),
-                                 do * o * (1 - o)], axis=1)
+            dc_prev = dc_t * f                          # gradient into c_{t-1}
+            if cache["input_forget"]:
+                di = di - df                            # f = 1 - i
+                da_f = np.zeros_like(df)
+            else:
+                da_f = df * _gate_grad(acts[0], saved["a_f"], clip)
+            da_i = di * _gate_grad(acts[0], saved["a_i"], clip)
+            da_g = dg * _gate_grad(acts[1], saved["a_g"], clip)
+            if peep is not None:
+                dc_prev = dc_prev + da_i * peep[0 * H:1 * H] + da_f * peep[1 * H:2 * H]
+                dpeep[0 * H:1 * H] += (da_i * c_prev).sum(axis=0)
+                dpeep[1 * H:2 * H] += (da_f * c_prev).sum(axis=0)
+                dpeep[2 * H:3 * H] += (da_o * c_new).sum(axis=0)
+            dc[rows] = dc_prev
+            da = np.concatenate([da_i, da_f, da_g, da_o], axis=1)
             da_i = da_h = da
             dh_prev = da_h @ w_hh
 
@@ -353,19 +512,19 @@ def layer_backward(cache, dy, dh_n=None, dc_n=None):
             r, z, n = saved["r"], saved["z"], saved["n"]
             dn = dh_t * (1 - z)
             dz = dh_t * (h_prev - n)
-            da_n = dn * (1 - n ** 2)
-            da_z = dz * z * (1 - z)
+            da_n = dn * _gate_grad(acts[1], saved["a_n"], clip)
+            da_z = dz * _gate_grad(acts[0], saved["a_z"], clip)
             dh_prev = dh_t * z
             if cache["reset_after"]:
                 dr = da_n * saved["gh_n"]
-                da_r = dr * r * (1 - r)
+                da_r = dr * _gate_grad(acts[0], saved["a_r"], clip)
                 da_i = np.concatenate([da_r, da_z, da_n], axis=1)
                 da_h = np.concatenate([da_r, da_z, da_n * r], axis=1)
                 dh_prev = dh_prev + da_h @ w_hh
             else:
                 drh = da_n @ w_hh[2 * H:]               # gradient into r * h_{t-1}
                 dr = drh * h_prev
-                da_r = dr * r * (1 - r)
+                da_r = dr * _gate_grad(acts[0], saved["a_r"], clip)
                 da_i = np.concatenate([da_r, da_z, da_n], axis=1)
                 da_h = da_i
                 dh_prev = dh_prev + drh * r + da_i[:, :2 * H] @ w_hh[:2 * H]
@@ -382,7 +541,7 @@ def layer_backward(cache, dy, dh_n=None, dc_n=None):
         dx[tt, rows] = da_i @ w_ih
         dh[rows] = dh_prev
 
-    return {
+    grads = {
         "x": dx,
         "h0": dh,
         "c0": dc,
@@ -392,3 +551,6 @@ def layer_backward(cache, dy, dh_n=None, dc_n=None):
         "bias_hh": db_hh if has_bias else None,
         "weight_hr": dw_hr,
     }
+    if peep is not None:
+        grads["weight_peep"] = dpeep
+    return grads

@@ -52,6 +52,8 @@ __all__ = [
     "check_workspace",
     "available_memory_bytes",
     "describe",
+    "ACTIVATIONS",
+    "check_onnx_options",
 ]
 
 #: backend cell names, in the vocabulary of the backend contract
@@ -567,6 +569,10 @@ def check_params(owner, params, shapes, dtype, source=None):
             hint = " (weight_hr_* are the LSTM projections of proj_size > 0)"
         elif unexpected and all(k.startswith("weight_hr_") for k in unexpected):
             hint = " (for an LSTM with projections pass proj_size=...)"
+        elif missing and all(k.startswith("weight_peep_") for k in missing):
+            hint = " (weight_peep_* are the LSTM peepholes of peephole=True)"
+        elif unexpected and all(k.startswith("weight_peep_") for k in unexpected):
+            hint = " (for an LSTM with peepholes pass peephole=True)"
         raise ValueError(
             f"{owner}: params do not match the configuration: " + "; ".join(parts) + hint
         )
@@ -618,4 +624,148 @@ def check_dropout_masks(owner, masks, expected_shapes):
                 f"{_shape_str(m.shape)}"
             )
         out.append(np.asarray(m))
+    return out
+
+
+# ----------------------------------------------------------------------------
+# ONNX semantics options (docs/design.md, "ONNX semantics")
+
+#: canonical ONNX spelling of every activation, by lowercase name
+ACTIVATIONS = {n.lower(): n for n in (
+    "Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh",
+    "HardSigmoid", "Elu", "Softsign", "Softplus")}
+#: ONNX Runtime's default (alpha, beta) of every activation (0 where unused), measured
+#: on its CPU RNN / GRU / LSTM (docs/design.md)
+ACTIVATION_DEFAULTS = {
+    "relu": (0.0, 0.0), "tanh": (0.0, 0.0), "sigmoid": (0.0, 0.0),
+    "affine": (0.0, 0.0), "leakyrelu": (0.01, 0.0), "thresholdedrelu": (0.0, 0.0),
+    "scaledtanh": (0.0, 0.0), "hardsigmoid": (0.2, 0.5), "elu": (1.0, 0.0),
+    "softsign": (0.0, 0.0), "softplus": (0.0, 0.0),
+}
+#: activations per direction, and what they are for
+ACTIVATION_ROLES = {
+    "rnn_tanh": ("f",), "rnn_relu": ("f",), "gru": ("f (z, r)", "g (n)"),
+    "lstm": ("f (i, f, o)", "g (cell candidate)", "h (output)"),
+}
+
+
+def _default_activations(cell):
+    return {"rnn_tanh": ["Tanh"], "rnn_relu": ["Relu"], "gru": ["Sigmoid", "Tanh"],
+            "lstm": ["Sigmoid", "Tanh", "Tanh"]}[cell]
+
+
+def _check_real_list(owner, name, value, n_max):
+    """None, or a list/tuple of at most ``n_max`` finite reals or None."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, np.ndarray)):
+        raise TypeError(
+            f"{owner}: {name!r} must be None or a list of floats aligned with "
+            f"'activations', got {describe(value)}"
+        )
+    value = list(value)
+    if len(value) > n_max:
+        raise ValueError(
+            f"{owner}: {name!r} has {len(value)} entries, but there are only {n_max} "
+            f"activations (one entry per activation, None for the default)"
+        )
+    out = []
+    for k, v in enumerate(value):
+        if v is None:
+            out.append(None)
+            continue
+        if isinstance(v, (bool, np.bool_)) or not isinstance(
+                v, (numbers.Real, np.floating, np.integer)):
+            raise TypeError(f"{owner}: {name}[{k}] must be a float or None, got {describe(v)}")
+        v = float(v)
+        if not math.isfinite(v):
+            raise ValueError(f"{owner}: {name}[{k}] must be finite, got {v!r}")
+        out.append(v)
+    return out
+
+
+def check_onnx_options(owner, cell, bidirectional, activations=None, activation_alpha=None,
+                       activation_beta=None, clip=None, input_forget=False, peephole=False):
+    """Check the ONNX semantics options; return a dict with the normalised values.
+
+    Keys: ``activations`` (list of canonical names or None), ``activation_alpha`` /
+    ``activation_beta`` (full lists of floats aligned with ``activations``, defaults
+    filled in, or None), ``clip`` (float or None), ``input_forget``, ``peephole``
+    (bools) and ``acts``: per direction a tuple of ``(lowercase name, alpha, beta)``
+    triples for the backend, or None for the cell's default activations.
+    """
+    D = 2 if bidirectional else 1
+    K = len(ACTIVATION_ROLES[cell])
+    out = {"activations": None, "activation_alpha": None, "activation_beta": None}
+    if activations is None:
+        if activation_alpha is not None or activation_beta is not None:
+            raise ValueError(
+                f"{owner}: 'activation_alpha' / 'activation_beta' need 'activations' "
+                f"(the list of activation names they belong to)"
+            )
+        acts = [None] * D
+    else:
+        if isinstance(activations, (str, bytes)) or not isinstance(
+                activations, (list, tuple)):
+            raise TypeError(
+                f"{owner}: 'activations' must be None or a list of ONNX activation names, "
+                f"got {describe(activations)}"
+            )
+        names = []
+        for k, a in enumerate(activations):
+            if not isinstance(a, str):
+                raise TypeError(
+                    f"{owner}: activations[{k}] must be an ONNX activation name (str), "
+                    f"got {describe(a)}"
+                )
+            if a.lower() not in ACTIVATIONS:
+                raise ValueError(
+                    f"{owner}: activations[{k}] must be one of "
+                    f"{', '.join(ACTIVATIONS.values())} (case-insensitive), got {a!r}"
+                )
+            names.append(ACTIVATIONS[a.lower()])
+        roles = ", ".join(ACTIVATION_ROLES[cell])
+        if len(names) not in (K, K * D):
+            what = f"{K}" if D == 1 else f"{K} (both directions) or {2 * K} (forward then reverse)"
+            raise ValueError(
+                f"{owner}: 'activations' must have {what} entries for "
+                f"{MODE_OF_CELL[cell]} ({roles}), got {len(names)}"
+            )
+        alpha = _check_real_list(owner, "activation_alpha", activation_alpha, len(names))
+        beta = _check_real_list(owner, "activation_beta", activation_beta, len(names))
+        full_a, full_b = [], []
+        for k, nm in enumerate(names):
+            da, db = ACTIVATION_DEFAULTS[nm.lower()]
+            full_a.append(alpha[k] if alpha is not None and k < len(alpha)
+                          and alpha[k] is not None else da)
+            full_b.append(beta[k] if beta is not None and k < len(beta)
+                          and beta[k] is not None else db)
+        out["activations"] = names
+        out["activation_alpha"], out["activation_beta"] = full_a, full_b
+        triples = [(nm.lower(), a, b) for nm, a, b in zip(names, full_a, full_b)]
+        if len(triples) == K:
+            acts = [tuple(triples)] * D     # one list for every direction
+        else:
+            acts = [tuple(triples[d * K:(d + 1) * K]) for d in range(D)]
+    out["acts"] = acts
+    if clip is not None:
+        if isinstance(clip, (bool, np.bool_)) or not isinstance(
+                clip, (numbers.Real, np.floating, np.integer)):
+            raise TypeError(f"{owner}: 'clip' must be None or a positive float, got {describe(clip)}")
+        clip = float(clip)
+        if not (clip > 0) or math.isnan(clip):
+            raise ValueError(f"{owner}: 'clip' must be None or a positive float, got {clip!r}")
+        if math.isinf(clip):
+            clip = None  # no clamp at all
+    out["clip"] = clip
+    input_forget = check_bool(owner, "input_forget", input_forget)
+    peephole = check_bool(owner, "peephole", peephole)
+    if cell != "lstm":
+        for nm, v in (("input_forget", input_forget), ("peephole", peephole)):
+            if v:
+                raise ValueError(
+                    f"{owner}: {nm!r} is only supported for LSTM, got {nm}=True for "
+                    f"{MODE_OF_CELL[cell]}"
+                )
+    out["input_forget"], out["peephole"] = input_forget, peephole
     return out

@@ -73,6 +73,7 @@ __all__ = [
     "RNNOutput",
     "RNNGradients",
     "RNNCache",
+    "onnx_activation_params",
 ]
 
 
@@ -153,7 +154,7 @@ class RNNCache:
 
 
 @functools.lru_cache(maxsize=256)
-def _names(L, D, bias, proj):
+def _names(L, D, bias, proj, peep=False):
     """PyTorch's parameter names per (layer, direction), in PyTorch's order.
 
     Cached: the result is shared, callers must not modify it.
@@ -168,12 +169,14 @@ def _names(L, D, bias, proj):
                 names["bias_hh"] = "bias_hh" + sfx
             if proj:
                 names["weight_hr"] = "weight_hr" + sfx
+            if peep:
+                names["weight_peep"] = "weight_peep" + sfx
             out.append(names)
     return out
 
 
 @functools.lru_cache(maxsize=256)
-def _shapes(cell, I, H, L, D, bias, proj):
+def _shapes(cell, I, H, L, D, bias, proj, peep=False):
     """``{name: shape}`` in PyTorch's order (no validation).
 
     Cached: the result is shared, callers must not modify it.
@@ -181,7 +184,7 @@ def _shapes(cell, I, H, L, D, bias, proj):
     G = _v.GATES[cell]
     P = proj or H
     shapes = {}
-    for idx, names in enumerate(_names(L, D, bias, proj)):
+    for idx, names in enumerate(_names(L, D, bias, proj, peep)):
         layer = idx // D
         in_f = I if layer == 0 else D * P
         shapes[names["weight_ih"]] = (G * H, in_f)
@@ -191,11 +194,13 @@ def _shapes(cell, I, H, L, D, bias, proj):
             shapes[names["bias_hh"]] = (G * H,)
         if proj:
             shapes[names["weight_hr"]] = (P, H)
+        if peep:
+            shapes[names["weight_peep"]] = (3 * H,)
     return shapes
 
 
 def param_shapes(mode, input_size, hidden_size, *, num_layers=1, bias=True,
-                 bidirectional=False, proj_size=0):
+                 bidirectional=False, proj_size=0, peephole=False):
     """Names and shapes of the parameters of a recurrent network, PyTorch's way.
 
     Parameters
@@ -209,6 +214,9 @@ def param_shapes(mode, input_size, hidden_size, *, num_layers=1, bias=True,
     bidirectional : bool, default False
     proj_size : int, default 0
         LSTM projection size ``P`` (``0 <= P < H``).
+    peephole : bool, default False
+        LSTM only: include the peephole weights ``weight_peep_l{k}`` (3*H,), gate
+        order (i, f, o).
 
     Returns
     -------
@@ -222,10 +230,12 @@ def param_shapes(mode, input_size, hidden_size, *, num_layers=1, bias=True,
     cfg = _v.check_config(owner, cell, input_size, hidden_size, num_layers, bias,
                           bidirectional, proj_size, True)
     D = 2 if cfg["bidirectional"] else 1
+    opts = _v.check_onnx_options(owner, cell, cfg["bidirectional"], peephole=peephole)
     _v.check_param_bytes(owner, cell, cfg["input_size"], cfg["hidden_size"],
                          cfg["num_layers"], D, cfg["bias"], cfg["proj_size"], 4)
     return _shapes(cell, cfg["input_size"], cfg["hidden_size"], cfg["num_layers"],
-                   2 if cfg["bidirectional"] else 1, cfg["bias"], cfg["proj_size"])
+                   2 if cfg["bidirectional"] else 1, cfg["bias"], cfg["proj_size"],
+                   opts["peephole"])
 
 
 _BACKENDS = {}
@@ -313,7 +323,7 @@ def _to_user(a, batch_first, unbatched):
 def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bias,
              bidirectional, batch_first, proj_size, reset_after, dtype, hx, lengths,
              dropout, training, rng, dropout_masks, backend, checked_config=False,
-             checked_params=False, packs=None, copy_params=True):
+             checked_params=False, packs=None, copy_params=True, options=None):
     """Shared implementation of :func:`rnn_forward` and the layers of ``rnnfast.nn``.
 
     ``owner`` prefixes every message.  ``dtype`` None means "the dtype of x";
@@ -324,7 +334,8 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
     (cpu backend, inference) holds one ``rnnfast._cpu.PackedWeights`` per layer and
     direction, in ``layer * D + direction`` order.  With ``copy_params=False`` a training
     call keeps references to the parameters instead of copies: the caller (a layer)
-    guarantees they do not change until the cache is released.
+    guarantees they do not change until the cache is released.  ``options`` is the
+    result of :func:`_validation.check_onnx_options` (None: the default semantics).
     """
     backend = _v.check_backend(owner, backend)
     if not checked_config:
@@ -338,6 +349,9 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
         input_size = cfg.get("input_size")
     training = _v.check_bool(owner, "training", training)
     dropout = _v.check_dropout(owner, dropout)
+    if options is None:
+        options = _v.check_onnx_options(owner, cell, bidirectional)
+    peep = options["peephole"]
 
     x, unbatched = _v.check_x(owner, x, input_size, dtype, batch_first)
     source = None
@@ -359,7 +373,7 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
     # parameters: presence, shape, dtype (size first: the name list grows with L)
     if not checked_params:
         _v.check_param_bytes(owner, cell, I, H, L, D, bias, proj_size, dtype.itemsize)
-        shapes = _shapes(cell, I, H, L, D, bias, proj_size)
+        shapes = _shapes(cell, I, H, L, D, bias, proj_size, peep)
         params = _v.check_params(owner, params, shapes, dtype, source)
 
     # initial states
@@ -427,7 +441,7 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
             m *= dtype.type(scale)
             scaled_masks[layer] = m
 
-    names = _names(L, D, bias, proj_size)
+    names = _names(L, D, bias, proj_size, peep)
     layer_caches = []
     h_list, c_list = [], []
     inp = xt
@@ -449,9 +463,13 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
             c0_ld = None
             if is_lstm:
                 c0_ld = c0[idx] if c0 is not None else np.zeros((N, H), dtype=dtype)
-            extra = {} if packs is None else {"packed": packs[idx]}
+            cell_d, extra = _direction_options(cell, options, d)
+            if packs is not None and not extra and cell_d == cell:
+                extra["packed"] = packs[idx]
+            if peep:
+                extra["w_peep"] = w[nm["weight_peep"]]
             y_d, hn_d, cn_d, cache_d = mod.layer_forward(
-                cell, inp, h0_ld, c0_ld, w[nm["weight_ih"]], w[nm["weight_hh"]],
+                cell_d, inp, h0_ld, c0_ld, w[nm["weight_ih"]], w[nm["weight_hh"]],
                 w[nm["bias_ih"]] if bias else None, w[nm["bias_hh"]] if bias else None,
                 w_hr=w[nm["weight_hr"]] if proj_size else None, lengths=lengths,
                 reverse=(d == 1), reset_after=reset_after, training=training, **extra)
@@ -485,6 +503,30 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
             source=None if source is None else f"the forward pass ran in {dtype.name}",
         )
     return RNNOutput(y, h_n, c_n, cache)
+
+
+def _direction_options(cell, options, d):
+    """The backend cell and ONNX keyword arguments of direction ``d``.
+
+    Only non-default options are passed, so that the default semantics reach the
+    backend exactly as before (the fast kernels; backends without these options).
+    An RNN whose activation is plain Tanh or Relu runs as ``rnn_tanh`` / ``rnn_relu``,
+    an LSTM / GRU with its default activations without ``acts``.
+    """
+    extra = {}
+    acts = options["acts"][d]
+    if acts is not None:
+        names = tuple(a[0] for a in acts)
+        if cell in ("rnn_tanh", "rnn_relu") and names in (("tanh",), ("relu",)):
+            cell = "rnn_" + names[0]
+        elif (cell, names) not in (("lstm", ("sigmoid", "tanh", "tanh")),
+                                   ("gru", ("sigmoid", "tanh"))):
+            extra["acts"] = acts
+    if options["clip"] is not None:
+        extra["clip"] = options["clip"]
+    if options["input_forget"]:
+        extra["input_forget"] = True
+    return cell, extra
 
 
 def _backward(owner, cache, dy, dh_n, dc_n):
@@ -565,10 +607,72 @@ def _backward(owner, cache, dy, dh_n, dc_n):
 # public API
 
 
+def onnx_activation_params(activations, activation_alpha=None, activation_beta=None):
+    """Convert ONNX's packed ``activation_alpha`` / ``activation_beta`` to rnnfast's
+    aligned lists.
+
+    In an ONNX RNN / GRU / LSTM node the alpha (beta) list holds values only for the
+    activations that take an alpha (beta), in the order of ``activations``; ONNX
+    Runtime consumes them so.  rnnfast's ``activation_alpha`` / ``activation_beta``
+    have one entry per activation instead.  Takers of alpha: Affine, LeakyRelu,
+    ThresholdedRelu, ScaledTanh, HardSigmoid, Elu; of beta: Affine, ScaledTanh,
+    HardSigmoid.  Activations left without a value get ONNX Runtime's default.
+
+    Parameters
+    ----------
+    activations : list of str
+        ONNX activation names (case-insensitive), as in the node.
+    activation_alpha, activation_beta : list of float, optional
+        The node's attributes.
+
+    Returns
+    -------
+    (list of float, list of float)
+        ``activation_alpha`` and ``activation_beta`` aligned with ``activations``.
+
+    Raises
+    ------
+    ValueError
+        An unknown activation name, or more values than takers.
+    """
+    owner = "onnx_activation_params"
+    if isinstance(activations, (str, bytes)) or not isinstance(activations, (list, tuple)):
+        raise TypeError(f"{owner}: 'activations' must be a list of ONNX activation names, "
+                        f"got {_v.describe(activations)}")
+    names = []
+    for k, a in enumerate(activations):
+        if not isinstance(a, str) or a.lower() not in _v.ACTIVATIONS:
+            raise ValueError(
+                f"{owner}: activations[{k}] must be one of "
+                f"{', '.join(_v.ACTIVATIONS.values())}, got {a!r}")
+        names.append(a.lower())
+    out = []
+    for attr, takers, which in (
+            (activation_alpha, ("affine", "leakyrelu", "thresholdedrelu", "scaledtanh",
+                                "hardsigmoid", "elu"), 0),
+            (activation_beta, ("affine", "scaledtanh", "hardsigmoid"), 1)):
+        label = "activation_alpha" if which == 0 else "activation_beta"
+        values = list(_v._check_real_list(owner, label, attr, 1 << 30) or [])
+        n_takers = sum(nm in takers for nm in names)
+        if len(values) > n_takers:
+            raise ValueError(
+                f"{owner}: {label!r} has {len(values)} values but only {n_takers} of the "
+                f"activations take one")
+        it = iter(values)
+        aligned = []
+        for nm in names:
+            v = next(it, None) if nm in takers else None
+            aligned.append(_v.ACTIVATION_DEFAULTS[nm][which] if v is None else v)
+        out.append(aligned)
+    return out[0], out[1]
+
+
 def rnn_forward(mode, x, params, *, num_layers, hidden_size, bias=True,
                 bidirectional=False, batch_first=False, proj_size=0, reset_after=True,
                 hx=None, lengths=None, dropout=0.0, training=False, rng=None,
-                dropout_masks=None, backend="cpu"):
+                dropout_masks=None, backend="cpu", activations=None,
+                activation_alpha=None, activation_beta=None, clip=None,
+                input_forget=False, peephole=False):
     """Forward pass of a (multi-layer, optionally bidirectional) recurrent network.
 
     Parameters
@@ -629,6 +733,27 @@ def rnn_forward(mode, x, params, *, num_layers, hidden_size, bias=True,
         ``'cpu'`` is the compiled backend, ``'reference'`` the NumPy oracle; an
         object providing ``layer_forward`` / ``layer_backward`` per
         ``docs/design.md`` is used as is.
+    activations : list of str, optional
+        ONNX activation functions (case-insensitive names: Relu, Tanh, Sigmoid,
+        Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid, Elu, Softsign,
+        Softplus), in ONNX order: RNN ``[f]``, GRU ``[f, g]`` (f for the z and r
+        gates, g for n), LSTM ``[f, g, h]`` (f for i, f, o; g for the cell
+        candidate; h for the output).  Bidirectional: one list for both directions,
+        or the forward list followed by the reverse one.  None: the defaults
+        (RNN: ``mode``'s nonlinearity; GRU Sigmoid, Tanh; LSTM Sigmoid, Tanh, Tanh).
+    activation_alpha, activation_beta : list of float, optional
+        Parameters aligned with ``activations`` (entry k belongs to
+        ``activations[k]``); missing or None entries take ONNX Runtime's defaults
+        (LeakyRelu alpha 0.01; ThresholdedRelu alpha 1; ScaledTanh 1, 1;
+        HardSigmoid 0.2, 0.5; Elu alpha 1; Affine 1, 0).
+    clip : float, optional
+        Clamp every gate pre-activation to ``[-clip, clip]`` (after the biases, the
+        recurrent product and the peephole terms; zero gradient where clamped).
+    input_forget : bool, default False
+        LSTM only: ONNX's coupled gates, ``f = 1 - i``.
+    peephole : bool, default False
+        LSTM only: ``params`` holds ``weight_peep_l{k}`` (3*H,) in gate order
+        (i, f, o); i and f see ``P * c_{t-1}``, o sees ``P * c_t``.
 
     Returns
     -------
@@ -661,12 +786,16 @@ def rnn_forward(mode, x, params, *, num_layers, hidden_size, bias=True,
     """
     owner = "rnn_forward"
     cell = _v.check_mode(owner, mode)
+    options = _v.check_onnx_options(owner, cell, _v.check_bool(owner, "bidirectional",
+                                                                bidirectional),
+                                    activations, activation_alpha, activation_beta, clip,
+                                    input_forget, peephole)
     return _forward(owner, cell, x, params, input_size=None, hidden_size=hidden_size,
                     num_layers=num_layers, bias=bias, bidirectional=bidirectional,
                     batch_first=batch_first, proj_size=proj_size,
                     reset_after=reset_after, dtype=None, hx=hx, lengths=lengths,
                     dropout=dropout, training=training, rng=rng,
-                    dropout_masks=dropout_masks, backend=backend)
+                    dropout_masks=dropout_masks, backend=backend, options=options)
 
 
 def rnn_backward(cache, dy=None, dh_n=None, dc_n=None):

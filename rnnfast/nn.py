@@ -66,7 +66,7 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_k
 
 _CONFIG_KEY = "__rnnfast_config__"
 _FORMAT = "rnnfast.nn"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2   # 2: ONNX options (written only when a layer has them)
 _MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -103,11 +103,12 @@ class _RNNBase:
     # ------------------------------------------------------------------ setup
     def _setup(self, mode, input_size, hidden_size, num_layers, bias, batch_first,
                dropout, bidirectional, proj_size, reset_after, nonlinearity, dtype,
-               seed, backend, init=True):
+               seed, backend, init=True, onnx=None):
         name = type(self).__name__
         cell = mode.lower()
         cfg = _v.check_config(name, cell, input_size, hidden_size, num_layers, bias,
                               bidirectional, proj_size, reset_after, batch_first)
+        options = _v.check_onnx_options(name, cell, cfg["bidirectional"], **(onnx or {}))
         dropout = _v.check_dropout(name, dropout)
         dtype = _v.check_dtype(name, dtype)
         rng = _v.check_seed(name, seed)
@@ -123,7 +124,8 @@ class _RNNBase:
                              cfg["num_layers"], D, cfg["bias"], cfg["proj_size"],
                              dtype.itemsize)
         shapes = _F._shapes(cell, cfg["input_size"], cfg["hidden_size"],
-                            cfg["num_layers"], D, cfg["bias"], cfg["proj_size"])
+                            cfg["num_layers"], D, cfg["bias"], cfg["proj_size"],
+                            options["peephole"])
 
         self._mode = _v.MODE_OF_CELL[cell]
         self.input_size = cfg["input_size"]
@@ -137,6 +139,9 @@ class _RNNBase:
         self.reset_after = cfg["reset_after"]
         if nonlinearity is not None:
             self.nonlinearity = nonlinearity
+        # ONNX semantics options (read-only after construction: they shape the
+        # parameters and the saved configuration)
+        self._options = options
         self.dtype = dtype
         self._backend = backend
         self._rng = rng
@@ -169,6 +174,59 @@ class _RNNBase:
         return self._mode
 
     @property
+    def activations(self):
+        """ONNX activation names (a copy), or None for the defaults."""
+        a = self._options["activations"]
+        return None if a is None else list(a)
+
+    @property
+    def activation_alpha(self):
+        """Alpha of every activation, defaults filled in (a copy), or None."""
+        a = self._options["activation_alpha"]
+        return None if a is None else list(a)
+
+    @property
+    def activation_beta(self):
+        """Beta of every activation, defaults filled in (a copy), or None."""
+        a = self._options["activation_beta"]
+        return None if a is None else list(a)
+
+    @property
+    def clip(self):
+        """Clamp of the gate pre-activations (float), or None."""
+        return self._options["clip"]
+
+    @property
+    def input_forget(self):
+        """LSTM coupled input-forget gate (``f = 1 - i``)."""
+        return self._options["input_forget"]
+
+    @property
+    def peephole(self):
+        """LSTM peepholes (parameters ``weight_peep_l{k}``)."""
+        return self._options["peephole"]
+
+    def _default_semantics(self):
+        o = self._options
+        return (o["activations"] is None and o["clip"] is None and not o["input_forget"]
+                and not o["peephole"])
+
+    def _onnx_config(self):
+        """The non-default ONNX options, as constructor keyword arguments."""
+        o, out = self._options, {}
+        if o["activations"] is not None:
+            out["activations"] = list(o["activations"])
+            out["activation_alpha"] = list(o["activation_alpha"])
+            out["activation_beta"] = list(o["activation_beta"])
+        if o["clip"] is not None:
+            out["clip"] = o["clip"]
+        if o["input_forget"]:
+            out["input_forget"] = True
+        if o["peephole"]:
+            out["peephole"] = True
+        return out
+
+    @property
     def _cell(self):
         return self.mode.lower()
 
@@ -182,6 +240,11 @@ class _RNNBase:
         k = 1.0 / math.sqrt(self.hidden_size)
         for name in self._param_names:
             shape = self._param_shapes[name]
+            if name.startswith("weight_peep"):
+                # peepholes start at zero (no random draw: the other parameters are
+                # those of the same layer without peepholes)
+                setattr(self, name, np.zeros(shape, dtype=self.dtype))
+                continue
             setattr(self, name, self._rng.uniform(-k, k, size=shape).astype(self.dtype))
 
     def named_parameters(self):
@@ -202,7 +265,7 @@ class _RNNBase:
     def all_weights(self):
         """Parameters grouped per (layer, direction), like PyTorch's ``all_weights``."""
         D = 2 if self.bidirectional else 1
-        groups = _F._names(self.num_layers, D, self.bias, self.proj_size)
+        groups = _F._names(self.num_layers, D, self.bias, self.proj_size, self.peephole)
         return [[getattr(self, n) for n in g.values()] for g in groups]
 
     def flatten_parameters(self):
@@ -290,7 +353,7 @@ class _RNNBase:
         packs = None
         if training:
             self._release_packs()
-        elif self._backend == "cpu" and checked:
+        elif self._backend == "cpu" and checked and self._default_semantics():
             packs = self._packs or self._make_packs(cell, params)
         out = _F._forward(
             owner, cell, x, params, input_size=self.input_size,
@@ -300,7 +363,7 @@ class _RNNBase:
             hx=hx, lengths=lengths, dropout=self.dropout, training=training,
             rng=self._rng, dropout_masks=None, backend=self._backend,
             checked_config=True, checked_params=checked, packs=packs,
-            copy_params=not training)
+            copy_params=not training, options=self._options)
         self._checked_sig = sig
         if training:
             # backward reads the weights this forward used: they stay read-only until
@@ -424,7 +487,7 @@ class _RNNBase:
     def _config(self):
         cfg = {
             "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
+            "format_version": 1,      # 2 below when the layer has ONNX options
             "class": type(self).__name__,
             "input_size": self.input_size,
             "hidden_size": self.hidden_size,
@@ -441,6 +504,11 @@ class _RNNBase:
             cfg["proj_size"] = self.proj_size
         if isinstance(self, GRU):
             cfg["reset_after"] = self.reset_after
+        onnx = self._onnx_config()
+        if onnx:
+            # readers of format 1 would ignore these keys and compute something else
+            cfg["format_version"] = 2
+            cfg.update(onnx)
         try:
             from ._version import __version__
             cfg["rnnfast_version"] = __version__
@@ -534,6 +602,8 @@ class _RNNBase:
             s += f", dropout={self.dropout}"
         if self.bidirectional is not False:
             s += f", bidirectional={self.bidirectional}"
+        for k, v in self._onnx_config().items():
+            s += f", {k}={v!r}"
         return s
 
     def __repr__(self):
@@ -635,6 +705,9 @@ def _load(path, cls, backend="cpu", seed=None):
         known = {"input_size", "hidden_size", "num_layers", "bias", "batch_first",
                  "dropout", "bidirectional", "dtype", "nonlinearity", "proj_size",
                  "reset_after"}
+        onnx_keys = ("activations", "activation_alpha", "activation_beta", "clip",
+                     "input_forget", "peephole")
+        onnx = {k: cfg[k] for k in onnx_keys if k in cfg}
         kwargs = {k: v for k, v in cfg.items() if k in known}
         required = {"input_size", "hidden_size", "num_layers", "bias", "batch_first",
                     "dropout", "bidirectional", "dtype"}
@@ -651,7 +724,7 @@ def _load(path, cls, backend="cpu", seed=None):
                 kwargs.get("reset_after", True),
                 _v.check_nonlinearity(klass.__name__, kwargs.get("nonlinearity", "tanh"))
                 if klass is RNN else None,
-                kwargs["dtype"], seed, backend, init=False)
+                kwargs["dtype"], seed, backend, init=False, onnx=onnx)
         except (TypeError, ValueError) as exc:
             raise bad(f"invalid configuration ({exc})") from None
         expected = layer._param_shapes
@@ -702,6 +775,12 @@ class RNN(_RNNBase):
     seed : int or numpy.random.Generator, keyword-only, optional
         Initial parameters and dropout masks.
     backend : {'cpu', 'reference'}, keyword-only, default 'cpu'
+    activations, activation_alpha, activation_beta, clip : keyword-only, optional
+        ONNX semantics (see :func:`rnnfast.functional.rnn_forward`): activation
+        functions by ONNX name, their parameters aligned with them, and a clamp of the
+        gate pre-activations.
+    input_forget, peephole : keyword-only, default False
+        LSTM only (True raises ValueError here).
 
     Attributes
     ----------
@@ -723,11 +802,16 @@ class RNN(_RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh",
                  bias=True, batch_first=False, dropout=0.0, bidirectional=False, *,
-                 dtype=np.float32, seed=None, backend="cpu"):
+                 dtype=np.float32, seed=None, backend="cpu", activations=None,
+                 activation_alpha=None, activation_beta=None, clip=None,
+                 input_forget=False, peephole=False):
         nl = _v.check_nonlinearity("RNN", nonlinearity)
         self._setup("RNN_TANH" if nl == "tanh" else "RNN_RELU", input_size, hidden_size,
                     num_layers, bias, batch_first, dropout, bidirectional, 0, True, nl,
-                    dtype, seed, backend)
+                    dtype, seed, backend,
+                    onnx=dict(activations=activations, activation_alpha=activation_alpha,
+                              activation_beta=activation_beta, clip=clip,
+                              input_forget=input_forget, peephole=peephole))
 
     @property
     def mode(self):
@@ -786,6 +870,16 @@ class LSTM(_RNNBase):
         Project ``h_t`` to ``proj_size`` features (``0 <= proj_size < hidden_size``).
     dtype, seed, backend : keyword-only
         As for :class:`RNN`.
+    activations, activation_alpha, activation_beta, clip : keyword-only, optional
+        ONNX semantics (see :func:`rnnfast.functional.rnn_forward`): activation
+        functions by ONNX name, their parameters aligned with them, and a clamp of the
+        gate pre-activations.
+    input_forget : bool, keyword-only, default False
+        ONNX's coupled input-forget gate, ``f = 1 - i``.
+    peephole : bool, keyword-only, default False
+        Peephole parameters ``weight_peep_l{k}`` (3 * hidden_size,), gate order
+        (i, f, o), initialised to zeros: i and f see ``P * c_{t-1}``, o sees
+        ``P * c_t``.
 
     Notes
     -----
@@ -797,9 +891,14 @@ class LSTM(_RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, *,
-                 dtype=np.float32, seed=None, backend="cpu"):
+                 dtype=np.float32, seed=None, backend="cpu", activations=None,
+                 activation_alpha=None, activation_beta=None, clip=None,
+                 input_forget=False, peephole=False):
         self._setup("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
-                    dropout, bidirectional, proj_size, True, None, dtype, seed, backend)
+                    dropout, bidirectional, proj_size, True, None, dtype, seed, backend,
+                    onnx=dict(activations=activations, activation_alpha=activation_alpha,
+                              activation_beta=activation_beta, clip=clip,
+                              input_forget=input_forget, peephole=peephole))
 
     def forward(self, x, hx=None, lengths=None):
         """Run the network: returns ``(y, (h_n, c_n))``; see the class docstring."""
@@ -853,6 +952,12 @@ class GRU(_RNNBase):
         ``n = tanh(W_in x + b_in + W_hn (r h) + b_hn)``.
     dtype, seed, backend : keyword-only
         As for :class:`RNN`.
+    activations, activation_alpha, activation_beta, clip : keyword-only, optional
+        ONNX semantics (see :func:`rnnfast.functional.rnn_forward`): activation
+        functions by ONNX name, their parameters aligned with them, and a clamp of the
+        gate pre-activations.
+    input_forget, peephole : keyword-only, default False
+        LSTM only (True raises ValueError here).
 
     Notes
     -----
@@ -863,9 +968,14 @@ class GRU(_RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, *,
-                 reset_after=True, dtype=np.float32, seed=None, backend="cpu"):
+                 reset_after=True, dtype=np.float32, seed=None, backend="cpu",
+                 activations=None, activation_alpha=None, activation_beta=None, clip=None,
+                 input_forget=False, peephole=False):
         self._setup("GRU", input_size, hidden_size, num_layers, bias, batch_first,
-                    dropout, bidirectional, 0, reset_after, None, dtype, seed, backend)
+                    dropout, bidirectional, 0, reset_after, None, dtype, seed, backend,
+                    onnx=dict(activations=activations, activation_alpha=activation_alpha,
+                              activation_beta=activation_beta, clip=clip,
+                              input_forget=input_forget, peephole=peephole))
 
     def forward(self, x, hx=None, lengths=None):
         """Run the network: returns ``(y, h_n)``; see the class docstring."""

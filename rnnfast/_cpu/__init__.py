@@ -87,7 +87,22 @@ class _Cache:
 
     __slots__ = ("cell", "reverse", "reset_after", "dims", "lengths", "x", "h0", "c0",
                  "w_ih", "w_hh", "w_hr", "has_bias", "gates", "hs", "ws_c", "ws_m", "ws_hn",
-                 "__weakref__")
+                 "acts", "clip", "input_forget", "w_peep", "hprev", "cprev", "__weakref__")
+
+
+#: C activation codes (enum rf_act in csrc/rnnfast.h)
+_ACT_CODES = {"relu": 0, "tanh": 1, "sigmoid": 2, "affine": 3, "leakyrelu": 4,
+              "thresholdedrelu": 5, "scaledtanh": 6, "hardsigmoid": 7, "elu": 8,
+              "softsign": 9, "softplus": 10}
+_DEFAULT_ACTS = {"rnn_tanh": ("tanh",), "rnn_relu": ("relu",), "gru": ("sigmoid", "tanh"),
+                 "lstm": ("sigmoid", "tanh", "tanh")}
+
+
+def _act_codes(cell, acts):
+    """The (code, alpha, beta) triples of the kernels for `acts` (None: the defaults)."""
+    if acts is None:
+        return tuple((_ACT_CODES[nm], 0.0, 0.0) for nm in _DEFAULT_ACTS[cell])
+    return tuple((_ACT_CODES[nm], float(al), float(be)) for nm, al, be in acts)
 
 
 def _dtype_code(dtype):
@@ -123,11 +138,18 @@ def pack_weights(cell, w_ih, w_hh, w_hr=None, reset_after=True):
 
 
 def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=None,
-                  reverse=False, reset_after=True, training=False, packed=None):
+                  reverse=False, reset_after=True, training=False, packed=None, acts=None,
+                  clip=None, input_forget=False, w_peep=None):
     """Forward of one layer in one direction; see docs/design.md for the contract.
 
-    ``packed`` (optional) is a :class:`PackedWeights` of these same weights.
+    ``packed`` (optional) is a :class:`PackedWeights` of these same weights (unused by
+    the general path). ``acts``, ``clip``, ``input_forget`` and ``w_peep`` (the ONNX
+    options, see rnnfast._reference) select the general kernels when any is set.
     """
+    if acts is not None or clip is not None or input_forget or w_peep is not None:
+        return _forward_general(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
+                                reverse, reset_after, training, acts, clip, input_forget,
+                                w_peep)
     wpack = None
     if packed is not None:
         if packed.key != _pack_key(cell, x.dtype, w_ih, w_hh, w_hr, reset_after):
@@ -174,15 +196,105 @@ def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=No
         np.copyto(hs, y)
         cache.gates, cache.hs = gx, hs
         cache.ws_c, cache.ws_m, cache.ws_hn = ws_c, ws_m, ws_hn
+        cache.acts = None
         # the cache's buffers go back to the workspace when the cache is freed
         weakref.finalize(cache, workspace.give, gx, hs, ws_c, ws_m, ws_hn,
                          x_kept if x_kept is not x else None)
     return y, h_n, c_n, cache
 
 
+def _forward_general(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse,
+                     reset_after, training, acts, clip, input_forget, w_peep):
+    """layer_forward on the general kernels (csrc/general_impl.h)."""
+    T, N, I = x.shape
+    H = w_ih.shape[0] // _GATES[cell]
+    P = w_hh.shape[1]
+    dtype = x.dtype
+    lstm, gru = cell == "lstm", cell == "gru"
+    codes = _act_codes(cell, acts)
+    y = np.empty((T, N, P), dtype)
+    h_n = np.empty((N, P), dtype)
+    c_n = np.empty((N, H), dtype) if lstm else None
+    take = workspace.take
+    pre = take((T, N, w_ih.shape[0]), dtype)
+    hprev = take((T, N, P), dtype) if training else None
+    cprev = take((T, N, H), dtype) if training and lstm else None
+    cs = take((T, N, H), dtype) if training and lstm else None
+    ms = take((T, N, H), dtype) if training and lstm and w_hr is not None else None
+    aux = take((T, N, H), dtype) if training and gru else None
+    if lengths is not None:
+        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    _kernels.forward(_CELL_CODES[cell], _dtype_code(dtype), T, N, I, H, P,
+                     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
+                     reverse, reset_after, training, _config.get_num_threads(),
+                     y, h_n, c_n, pre, cs, ms, aux, None, acts=codes,
+                     clip=0.0 if clip is None else float(clip),
+                     input_forget=bool(input_forget), w_peep=w_peep, hprev=hprev,
+                     cprev=cprev)
+    if not training:
+        workspace.give(pre)
+        return y, h_n, c_n, None
+    cache = _Cache()
+    cache.cell, cache.reverse, cache.reset_after = cell, bool(reverse), bool(reset_after)
+    cache.dims = (T, N, I, H, P)
+    cache.lengths = lengths
+    x_kept = x
+    if lengths is not None and N and int(lengths.min()) < T:
+        x_kept = take((T, N, I), dtype)           # padded inputs zeroed (see above)
+        np.copyto(x_kept, x)
+        x_kept[np.arange(T)[:, None] >= lengths[None, :]] = 0
+    cache.x, cache.h0, cache.c0 = x_kept, h0, c0
+    cache.w_ih, cache.w_hh, cache.w_hr = w_ih, w_hh, w_hr
+    cache.has_bias = b_ih is not None
+    cache.gates, cache.hs = pre, None
+    cache.ws_c, cache.ws_m, cache.ws_hn = cs, ms, aux
+    cache.acts, cache.clip, cache.input_forget = codes, clip, bool(input_forget)
+    cache.w_peep, cache.hprev, cache.cprev = w_peep, hprev, cprev
+    weakref.finalize(cache, workspace.give, pre, hprev, cprev, cs, ms, aux,
+                     x_kept if x_kept is not x else None)
+    return y, h_n, c_n, cache
+
+
+def _backward_general(c, dy, dh_n, dc_n):
+    """layer_backward of a general forward."""
+    T, N, I, H, P = c.dims
+    dtype = c.x.dtype
+    lstm, gru = c.cell == "lstm", c.cell == "gru"
+    GH = c.w_ih.shape[0]
+    dx = np.empty((T, N, I), dtype)
+    dh0 = np.empty((N, P), dtype)
+    dc0 = np.empty((N, H), dtype) if lstm else None
+    dw_ih = np.empty_like(c.w_ih)
+    dw_hh = np.empty_like(c.w_hh)
+    db_ih = np.empty(GH, dtype) if c.has_bias else None
+    db_hh = np.empty(GH, dtype) if c.has_bias else None
+    dw_hr = np.empty_like(c.w_hr) if c.w_hr is not None else None
+    dw_peep = np.empty_like(c.w_peep) if c.w_peep is not None else None
+    take = workspace.take
+    dgx = take((T, N, GH), dtype)
+    dgh = take((T, N, GH), dtype) if gru and c.reset_after else None
+    dhtot = take((T, N, P), dtype) if c.w_hr is not None else None
+    _kernels.backward(_CELL_CODES[c.cell], _dtype_code(dtype), T, N, I, H, P,
+                      c.reverse, c.reset_after, _config.get_num_threads(), c.lengths,
+                      c.x, c.h0, c.c0, c.w_ih, c.w_hh, c.w_hr, c.has_bias,
+                      c.gates, c.hs, c.ws_c, c.ws_m, c.ws_hn, dy, dh_n, dc_n,
+                      dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dgx, dgh, dhtot,
+                      acts=c.acts, clip=0.0 if c.clip is None else float(c.clip),
+                      input_forget=c.input_forget, w_peep=c.w_peep, dw_peep=dw_peep,
+                      hprev=c.hprev, cprev=c.cprev)
+    workspace.give(dgx, dgh, dhtot)
+    grads = {"x": dx, "h0": dh0, "c0": dc0, "weight_ih": dw_ih, "weight_hh": dw_hh,
+             "bias_ih": db_ih, "bias_hh": db_hh, "weight_hr": dw_hr}
+    if dw_peep is not None:
+        grads["weight_peep"] = dw_peep
+    return grads
+
+
 def layer_backward(cache, dy, dh_n=None, dc_n=None):
     """BPTT of one layer in one direction; see docs/design.md for the contract."""
     c = cache
+    if c.acts is not None:
+        return _backward_general(c, dy, dh_n, dc_n)
     T, N, I, H, P = c.dims
     dtype = c.x.dtype
     lstm, gru = c.cell == "lstm", c.cell == "gru"

@@ -63,6 +63,70 @@ cdef extern from "rnnfast.h" nogil:
         void *dgx
         void *dgh
         void *dhtot
+    ctypedef struct rf_act_spec:
+        int code
+        double alpha, beta
+    ctypedef struct rf_gen_fwd_args:
+        int cell, dtype, reverse, reset_after, training, nthreads
+        int64_t T, N, isz, H, P
+        const int64_t *lengths
+        const void *x
+        const void *h0
+        const void *c0
+        const void *w_ih
+        const void *w_hh
+        const void *b_ih
+        const void *b_hh
+        const void *w_hr
+        const void *w_peep
+        rf_act_spec acts[3]
+        double clip
+        int input_forget
+        void *y
+        void *h_n
+        void *c_n
+        void *pre
+        void *hprev
+        void *cprev
+        void *cs
+        void *ms
+        void *aux
+    ctypedef struct rf_gen_bwd_args:
+        int cell, dtype, reverse, reset_after, nthreads
+        int64_t T, N, isz, H, P
+        const int64_t *lengths
+        const void *x
+        const void *w_ih
+        const void *w_hh
+        const void *w_hr
+        const void *w_peep
+        int has_bias
+        rf_act_spec acts[3]
+        double clip
+        int input_forget
+        const void *pre
+        const void *hprev
+        const void *cprev
+        const void *cs
+        const void *ms
+        const void *aux
+        const void *dy
+        const void *dh_n
+        const void *dc_n
+        void *dx
+        void *dh0
+        void *dc0
+        void *dw_ih
+        void *dw_hh
+        void *db_ih
+        void *db_hh
+        void *dw_hr
+        void *dw_peep
+        void *dgx
+        void *dgh
+        void *dhtot
+    int rf_gen_forward(const rf_gen_fwd_args *a)
+    int rf_gen_backward(const rf_gen_bwd_args *a)
     int rf_forward(const rf_fwd_args *a)
     int64_t rf_pack_forward_size(const rf_fwd_args *a)
     int rf_pack_forward(const rf_fwd_args *a, void *dst)
@@ -105,14 +169,41 @@ cdef void *_wptr(object arr, str name, int typenum, Py_ssize_t size) except? NUL
     return _ptr(arr, name, typenum, size)
 
 
+cdef int _set_acts(rf_act_spec *dst, object acts, int cell) except -1:
+    """Fill the 3 activation specs from ((code, alpha, beta), ...) (the cell's count)."""
+    cdef int k, want = 3 if cell == 2 else (2 if cell == 3 else 1)
+    if acts is None or len(acts) != want:
+        raise ValueError(f"internal: acts must hold {want} (code, alpha, beta) triples")
+    memset(dst, 0, 3 * sizeof(rf_act_spec))
+    for k in range(want):
+        code, alpha, beta = acts[k]
+        if not 0 <= code <= 10:
+            raise ValueError(f"internal: unknown activation code {code}")
+        dst[k].code = code
+        dst[k].alpha = alpha
+        dst[k].beta = beta
+    return 0
+
+
 def forward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, int64_t P,
             x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
             bint reverse, bint reset_after, bint training, int nthreads,
-            y, h_n, c_n, gx, ws_c, ws_m, ws_hn, wpack=None):
+            y, h_n, c_n, gx, ws_c, ws_m, ws_hn, wpack=None, *, acts=None, double clip=0.0,
+            bint input_forget=False, w_peep=None, hprev=None, cprev=None):
     """Run one layer in one direction forward; see rf_fwd_args in csrc/rnnfast.h.
 
     `wpack`, if given, holds the weights packed by `pack_forward` for the same problem.
+    With `acts` (a (code, alpha, beta) triple per activation of the cell) the general
+    path rf_gen_forward runs instead (rf_gen_fwd_args): `gx` is its `pre`, `ws_c` its
+    `cs`, `ws_m` its `ms`, `ws_hn` its `aux`; `clip` > 0 clamps, `w_peep` (3H,) adds
+    peepholes, `hprev` (T, N, P) and `cprev` (T, N, H, LSTM) are its training buffers.
     """
+    if acts is not None:
+        _forward_general(cell, dtype, T, N, I, H, P, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                         w_hr, lengths, reverse, reset_after, training, nthreads, y, h_n,
+                         c_n, gx, ws_c, ws_m, ws_hn, acts, clip, input_forget, w_peep,
+                         hprev, cprev)
+        return
     cdef rf_fwd_args a
     cdef int tn = _typenum(dtype)
     cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
@@ -154,6 +245,59 @@ def forward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, int
         raise MemoryError("rnnfast: out of memory for the forward scratch buffers")
 
 
+cdef _forward_general(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H,
+                      int64_t P, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
+                      bint reverse, bint reset_after, bint training, int nthreads,
+                      y, h_n, c_n, pre, cs, ms, aux, acts, double clip, bint input_forget,
+                      w_peep, hprev, cprev):
+    cdef rf_gen_fwd_args a
+    cdef int tn = _typenum(dtype)
+    cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
+    cdef int st
+    memset(&a, 0, sizeof(a))
+    a.cell, a.dtype, a.reverse, a.reset_after = cell, dtype, reverse, reset_after
+    a.training, a.nthreads = training, nthreads
+    a.T, a.N, a.isz, a.H, a.P = T, N, I, H, P
+    _set_acts(a.acts, acts, cell)
+    a.clip = clip if clip > 0 else 0.0
+    a.input_forget = input_forget and cell == 2
+    a.lengths = <const int64_t *>_ptr(lengths, "lengths", cnp.NPY_INT64, N)
+    a.x = _ptr(x, "x", tn, T * N * I)
+    a.h0 = _ptr(h0, "h0", tn, N * P)
+    a.c0 = _ptr(c0, "c0", tn, N * H)
+    a.w_ih = _ptr(w_ih, "w_ih", tn, G * H * I)
+    a.w_hh = _ptr(w_hh, "w_hh", tn, G * H * P)
+    a.b_ih = _ptr(b_ih, "b_ih", tn, G * H)
+    a.b_hh = _ptr(b_hh, "b_hh", tn, G * H)
+    a.w_hr = _ptr(w_hr, "w_hr", tn, P * H)
+    a.w_peep = _ptr(w_peep, "w_peep", tn, 3 * H)
+    a.y = _wptr(y, "y", tn, T * N * P)
+    a.h_n = _wptr(h_n, "h_n", tn, N * P)
+    a.c_n = _wptr(c_n, "c_n", tn, N * H)
+    a.pre = _wptr(pre, "pre", tn, T * N * G * H)
+    a.hprev = _wptr(hprev, "hprev", tn, T * N * P)
+    a.cprev = _wptr(cprev, "cprev", tn, T * N * H)
+    a.cs = _wptr(cs, "cs", tn, T * N * H)
+    a.ms = _wptr(ms, "ms", tn, T * N * H)
+    a.aux = _wptr(aux, "aux", tn, T * N * H)
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("internal: b_ih and b_hh must both be given or both be None")
+    if cell == 2 and (c0 is None or c_n is None):
+        raise ValueError("internal: LSTM needs c0 and c_n")
+    if w_peep is not None and cell != 2:
+        raise ValueError("internal: peepholes are LSTM only")
+    if pre is None:
+        raise ValueError("internal: pre workspace missing")
+    if training and (hprev is None or (cell == 2 and (cprev is None or cs is None))
+                     or (cell == 2 and w_hr is not None and ms is None)
+                     or (cell == 3 and aux is None)):
+        raise ValueError("internal: training workspace missing")
+    with nogil:
+        st = rf_gen_forward(&a)
+    if st != 0:
+        raise MemoryError("rnnfast: out of memory for the forward scratch buffers")
+
+
 def pack_forward(int cell, int dtype, int64_t I, int64_t H, int64_t P, w_ih, w_hh, w_hr,
                  bint reset_after, int nthreads):
     """The forward weights packed for this CPU's kernels, as a 1-D array to pass as wpack."""
@@ -186,8 +330,22 @@ def backward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, in
              bint reverse, bint reset_after, int nthreads, lengths,
              x, h0, c0, w_ih, w_hh, w_hr, bint has_bias,
              gates, hs, ws_c, ws_m, ws_hn, dy, dh_n, dc_n,
-             dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dgx, dgh, dhtot):
-    """Backpropagate one layer in one direction; see rf_bwd_args in csrc/rnnfast.h."""
+             dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dgx, dgh, dhtot, *, acts=None,
+             double clip=0.0, bint input_forget=False, w_peep=None, dw_peep=None,
+             hprev=None, cprev=None):
+    """Backpropagate one layer in one direction; see rf_bwd_args in csrc/rnnfast.h.
+
+    With `acts`, the general path rf_gen_backward (rf_gen_bwd_args) of a general forward:
+    `gates` is its `pre`, `ws_c` its `cs`, `ws_m` its `ms`, `ws_hn` its `aux` (`hs` is
+    not used); `dw_peep` receives the peephole gradient.
+    """
+    if acts is not None:
+        _backward_general(cell, dtype, T, N, I, H, P, reverse, reset_after, nthreads,
+                          lengths, x, w_ih, w_hh, w_hr, has_bias, gates, ws_c, ws_m,
+                          ws_hn, dy, dh_n, dc_n, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh,
+                          dw_hr, dgx, dgh, dhtot, acts, clip, input_forget, w_peep,
+                          dw_peep, hprev, cprev)
+        return
     cdef rf_bwd_args a
     cdef int tn = _typenum(dtype)
     cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
@@ -232,6 +390,68 @@ def backward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, in
         raise ValueError("internal: GRU workspace missing")
     with nogil:
         st = rf_backward(&a)
+    if st != 0:
+        raise MemoryError("rnnfast: out of memory for the backward scratch buffers")
+
+
+cdef _backward_general(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H,
+                       int64_t P, bint reverse, bint reset_after, int nthreads, lengths,
+                       x, w_ih, w_hh, w_hr, bint has_bias, pre, cs, ms, aux, dy, dh_n,
+                       dc_n, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dgx, dgh,
+                       dhtot, acts, double clip, bint input_forget, w_peep, dw_peep,
+                       hprev, cprev):
+    cdef rf_gen_bwd_args a
+    cdef int tn = _typenum(dtype)
+    cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
+    cdef int st
+    memset(&a, 0, sizeof(a))
+    a.cell, a.dtype, a.reverse, a.reset_after, a.nthreads = cell, dtype, reverse, reset_after, nthreads
+    a.T, a.N, a.isz, a.H, a.P = T, N, I, H, P
+    _set_acts(a.acts, acts, cell)
+    a.clip = clip if clip > 0 else 0.0
+    a.input_forget = input_forget and cell == 2
+    a.lengths = <const int64_t *>_ptr(lengths, "lengths", cnp.NPY_INT64, N)
+    a.x = _ptr(x, "x", tn, T * N * I)
+    a.w_ih = _ptr(w_ih, "w_ih", tn, G * H * I)
+    a.w_hh = _ptr(w_hh, "w_hh", tn, G * H * P)
+    a.w_hr = _ptr(w_hr, "w_hr", tn, P * H)
+    a.w_peep = _ptr(w_peep, "w_peep", tn, 3 * H)
+    a.has_bias = has_bias
+    a.pre = _ptr(pre, "pre", tn, T * N * G * H)
+    a.hprev = _ptr(hprev, "hprev", tn, T * N * P)
+    a.cprev = _ptr(cprev, "cprev", tn, T * N * H)
+    a.cs = _ptr(cs, "cs", tn, T * N * H)
+    a.ms = _ptr(ms, "ms", tn, T * N * H)
+    a.aux = _ptr(aux, "aux", tn, T * N * H)
+    a.dy = _ptr(dy, "dy", tn, T * N * P)
+    a.dh_n = _ptr(dh_n, "dh_n", tn, N * P)
+    a.dc_n = _ptr(dc_n, "dc_n", tn, N * H)
+    a.dx = _wptr(dx, "dx", tn, T * N * I)
+    a.dh0 = _wptr(dh0, "dh0", tn, N * P)
+    a.dc0 = _wptr(dc0, "dc0", tn, N * H)
+    a.dw_ih = _wptr(dw_ih, "dw_ih", tn, G * H * I)
+    a.dw_hh = _wptr(dw_hh, "dw_hh", tn, G * H * P)
+    a.db_ih = _wptr(db_ih, "db_ih", tn, G * H)
+    a.db_hh = _wptr(db_hh, "db_hh", tn, G * H)
+    a.dw_hr = _wptr(dw_hr, "dw_hr", tn, P * H)
+    a.dw_peep = _wptr(dw_peep, "dw_peep", tn, 3 * H)
+    a.dgx = _wptr(dgx, "dgx", tn, T * N * G * H)
+    a.dgh = _wptr(dgh, "dgh", tn, T * N * G * H)
+    a.dhtot = _wptr(dhtot, "dhtot", tn, T * N * P)
+    if has_bias and (db_ih is None or db_hh is None):
+        raise ValueError("internal: bias gradients missing")
+    if pre is None or hprev is None or dgx is None:
+        raise ValueError("internal: general backward workspace missing")
+    if cell == 2 and (dc0 is None or cprev is None or cs is None):
+        raise ValueError("internal: LSTM needs dc0, cprev and cs")
+    if (w_peep is None) != (dw_peep is None) or (w_peep is not None and cell != 2):
+        raise ValueError("internal: peephole weights and gradient go together (LSTM)")
+    if w_hr is not None and (ms is None or dw_hr is None or dhtot is None):
+        raise ValueError("internal: projection workspace missing")
+    if cell == 3 and (aux is None or (reset_after and dgh is None)):
+        raise ValueError("internal: GRU workspace missing")
+    with nogil:
+        st = rf_gen_backward(&a)
     if st != 0:
         raise MemoryError("rnnfast: out of memory for the backward scratch buffers")
 
