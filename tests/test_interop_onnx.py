@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import rnnfast
-from rnnfast import interop
 from rnnfast.interop import _common, _proto
 
 SEM = _common.sem_supported()
@@ -151,7 +150,7 @@ def test_to_onnx_opsets(opset):
 
 def _node_model(op, D, H, I, dtype, attrs, with_b=True, with_seq=False, with_h0=False,
                 with_c0=False, layout=0, seed=0, opset=17):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
     G = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
     rng = np.random.default_rng(seed)
@@ -410,7 +409,7 @@ def test_onnx_operator_test_cases(node_case_dirs):
 # refusals and the runner's input checks
 
 def _glue_model(op_type, **attrs):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
     node = helper.make_node(op_type, ["X"], ["Y"], **attrs)
     g = helper.make_graph([node], "g",

@@ -173,3 +173,9 @@ def test_all_configs_products_small():
         assert layer.mode == m.mode
         back = interop.to_torch_state_dict(layer)
         assert all(np.array_equal(back[k], v.numpy()) for k, v in m.state_dict().items())
+
+
+def test_from_torch_follows_training_mode():
+    m = torch.nn.GRU(3, 4)
+    assert rnnfast.from_torch(m).training is True
+    assert rnnfast.from_torch(m.eval()).training is False

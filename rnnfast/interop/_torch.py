@@ -46,7 +46,7 @@ def from_torch(module, *, dtype=None, backend="cpu"):
     Returns
     -------
     RNN, LSTM or GRU
-        A new layer (training mode, like PyTorch's default) holding copies of the
+        A new layer in the module's training / eval mode, holding copies of the
         parameters; for float32 / float64 modules they are bitwise equal.
 
     Raises
@@ -70,13 +70,14 @@ def from_torch(module, *, dtype=None, backend="cpu"):
     first = next(iter(params.values()))
     dtype = _float_dtype(owner, dtype, first.dtype)
     cell = _TORCH_MODES[mode]
-    return _c.make_layer(
+    layer = _c.make_layer(
         owner, cell, input_size=int(module.input_size), hidden_size=int(module.hidden_size),
         num_layers=int(module.num_layers), bias=bool(module.bias),
         batch_first=bool(module.batch_first), dropout=float(module.dropout),
         bidirectional=bool(module.bidirectional),
         proj_size=int(getattr(module, "proj_size", 0) or 0), dtype=dtype, backend=backend,
         params={k: v.astype(dtype, copy=False) for k, v in params.items()})
+    return layer.train(bool(getattr(module, "training", True)))
 
 
 def from_torch_state_dict(state_dict, mode=None, *, prefix="", nonlinearity=None,
