@@ -624,3 +624,23 @@ def test_malformed_glue_nodes_raise_value_error():
             continue
         with pytest.raises(ValueError):
             run(node, inits)
+
+
+def test_onnx_round_trip_without_onnx_installed():
+    """With onnx, onnxruntime, torch and keras made unimportable, export and import
+    still work (the protobuf code is rnnfast's own)."""
+    from conftest import run_python
+    code = (
+        "import sys\n"
+        "for m in ('onnx', 'onnxruntime', 'torch', 'keras', 'google.protobuf'):\n"
+        "    sys.modules[m] = None\n"
+        "import numpy as np, rnnfast\n"
+        "lstm = rnnfast.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0).eval()\n"
+        "model = rnnfast.from_onnx(rnnfast.to_onnx(lstm, sequence_lens=True))\n"
+        "x = np.ones((5, 2, 3), np.float32)\n"
+        "lens = np.array([5, 2], np.int32)\n"
+        "y = model(x, lens)[0]\n"
+        "print(np.array_equal(y, lstm(x, None, lens.astype(np.int64))[0]))\n")
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
