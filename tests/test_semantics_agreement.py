@@ -101,12 +101,6 @@ def test_batch_rows_and_sizes():
     check("GRU", T=4, N=13, H=1, reset_after=False, clip=0.2)
 
 
-def test_report_worst():
-    """Print the largest differences seen by this module (run with -s to see them)."""
-    print(f"\nsemantics agreement, worst relative differences: float64 {WORST['f64']:.2e}, "
-          f"float32 forward {WORST['f32_fwd']:.2e}, float32 gradients {WORST['f32_grad']:.2e}")
-
-
 def test_general_path_bitwise_independent_of_threads():
     import rnnfast
     params, x, hx = make("LSTM", T=6, N=9, H=7, peephole=True)
@@ -132,3 +126,9 @@ def test_general_path_zero_batch_and_padded_outputs():
     e_params, e_x, e_hx = make("LSTM", T=3, N=0, H=3, peephole=True)
     res = run("LSTM", e_params, e_x, e_hx, "cpu", H=3, peephole=True, clip=1.0)
     assert res["y"].shape == (3, 0, 3) and not np.any(res["d_weight_peep_l0"])
+
+
+def test_report_worst():
+    """Print the largest differences seen by this module (run with -s to see them)."""
+    print(f"\nsemantics agreement, worst relative differences: float64 {WORST['f64']:.2e}, "
+          f"float32 forward {WORST['f32_fwd']:.2e}, float32 gradients {WORST['f32_grad']:.2e}")

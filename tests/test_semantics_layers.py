@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import rnnfast
 from rnnfast import functional as F
-from test_semantics_common import make, rel_err, run
+from test_semantics_common import NUM_ACTS, make, rel_err, run
 
 OPTS = dict(activations=["HardSigmoid", "Elu", "Softsign"], activation_alpha=[0.3, None, 1.0],
             clip=1.5, input_forget=True, peephole=True)
@@ -198,39 +198,65 @@ ACT_NAMES = ["Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu"
              "Bogus", 7]
 
 
-@settings(max_examples=60, deadline=None,
+BAD_OPTIONS = [
+    dict(activations=["Nope"]), dict(activations="Tanh"), dict(activations=[7]),
+    dict(activations=["Tanh"] * 5), dict(activation_alpha=["a"]),
+    dict(activation_alpha=[float("inf")]), dict(clip=-1.0), dict(clip=0.0),
+    dict(clip=float("nan")), dict(clip="1"), dict(input_forget=1), dict(peephole="x"),
+    dict(input_forget=True, _non_lstm=True), dict(peephole=True, _non_lstm=True),
+]
+
+
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(mode=st.sampled_from(["RNN_TANH", "RNN_RELU", "GRU", "LSTM"]),
-       bidir=st.booleans(),
-       acts=st.one_of(st.none(), st.lists(st.sampled_from(ACT_NAMES), min_size=0,
-                                          max_size=7)),
-       alpha=st.one_of(st.none(), st.lists(st.one_of(
-           st.none(), st.floats(-2, 2), st.just(float("inf")), st.just("a")), max_size=4)),
-       beta=st.one_of(st.none(), st.lists(st.one_of(st.none(), st.floats(-2, 2)),
-                                          max_size=4)),
-       clip=st.one_of(st.none(), st.floats(-1, 5), st.just(float("nan")),
-                      st.just(float("inf")), st.just("1")),
-       input_forget=st.one_of(st.booleans(), st.just(1)),
-       peephole=st.booleans(),
+@given(data=st.data(), mode=st.sampled_from(["RNN_TANH", "RNN_RELU", "GRU", "LSTM"]),
+       bidir=st.booleans(), use_acts=st.booleans(), both_dirs=st.booleans(),
+       clip=st.one_of(st.none(), st.floats(0.05, 5), st.just(float("inf"))),
+       input_forget=st.booleans(), peephole=st.booleans(),
+       bad=st.one_of(st.none(), st.none(), st.none(), st.sampled_from(BAD_OPTIONS)),
        lengths=st.one_of(st.none(), st.lists(st.integers(0, 4), min_size=2, max_size=2)),
        reset_after=st.booleans())
-def test_random_option_combinations(mode, bidir, acts, alpha, beta, clip, input_forget,
-                                    peephole, lengths, reset_after):
-    opts = dict(activations=acts, activation_alpha=alpha, activation_beta=beta, clip=clip,
-                input_forget=input_forget, peephole=peephole)
+def test_random_option_combinations(data, mode, bidir, use_acts, both_dirs, clip,
+                                    input_forget, peephole, bad, lengths, reset_after):
+    """Valid combinations agree with the reference; a quarter of the draws carry one
+    invalid option, which must raise ValueError / TypeError in both backends."""
+    K = NUM_ACTS[mode]
+    opts = dict(clip=clip)
+    if mode == "LSTM":
+        opts.update(input_forget=input_forget, peephole=peephole)
+    if use_acts:
+        n = K * (2 if bidir and both_dirs else 1)
+        opts["activations"] = data.draw(st.lists(st.sampled_from(ACT_NAMES[:11]),
+                                                 min_size=n, max_size=n))
+        opts["activation_alpha"] = data.draw(st.one_of(st.none(), st.lists(
+            st.one_of(st.none(), st.floats(-2, 2)), max_size=n)))
+        opts["activation_beta"] = data.draw(st.one_of(st.none(), st.lists(
+            st.one_of(st.none(), st.floats(-2, 2)), max_size=n)))
+    if bad is not None:
+        bad = dict(bad)
+        if bad.pop("_non_lstm", False) and mode == "LSTM":
+            mode = "GRU"
+        if "activation_alpha" in bad and "activations" not in opts:
+            opts["activations"] = ["Tanh"] * K
+        opts.update(bad)
+        opts = {k: v for k, v in opts.items()
+                if mode == "LSTM" or k not in ("input_forget", "peephole") or k in bad}
     extra = {"reset_after": reset_after} if mode == "GRU" else {}
+    peep = mode == "LSTM" and opts.get("peephole") is True
+    COUNTS["drawn"] += 1
     try:
-        params, x, hx = make(mode, T=4, N=2, I=2, H=3, bidir=bidir,
-                             peephole=peephole and mode == "LSTM")
+        params, x, hx = make(mode, T=4, N=2, I=2, H=3, bidir=bidir, peephole=peep)
         want = run(mode, params, x, hx, "reference", H=3, bidir=bidir, lengths=lengths,
                    **opts, **extra)
     except (ValueError, TypeError):
+        assert bad is not None, opts
         with pytest.raises((ValueError, TypeError)):
-            params, x, hx = make(mode, T=4, N=2, I=2, H=3, bidir=bidir,
-                                 peephole=peephole and mode == "LSTM")
+            params, x, hx = make(mode, T=4, N=2, I=2, H=3, bidir=bidir, peephole=peep)
             run(mode, params, x, hx, "cpu", H=3, bidir=bidir, lengths=lengths, **opts,
                 **extra)
         return
+    assert bad is None, opts
+    COUNTS["valid"] += 1
     got = run(mode, params, x, hx, "cpu", H=3, bidir=bidir, lengths=lengths, **opts,
               **extra)
     for k, w in want.items():
@@ -238,3 +264,14 @@ def test_random_option_combinations(mode, bidir, acts, alpha, beta, clip, input_
         assert np.array_equal(finite, np.isfinite(got[k])), k
         if w[finite].size and np.max(np.abs(got[k][finite] - w[finite])) > 1e-14:
             assert rel_err(got[k][finite], w[finite]) <= 1e-12, k
+
+
+COUNTS = {"drawn": 0, "valid": 0}
+
+
+def test_random_combinations_were_mostly_exercised():
+    """The Hypothesis test above ran with a fair share of valid combinations."""
+    if COUNTS["drawn"] == 0:
+        pytest.skip("run together with test_random_option_combinations")
+    print(f"\nrandom option combinations: {COUNTS['valid']} valid of {COUNTS['drawn']}")
+    assert COUNTS["valid"] >= 0.2 * COUNTS["drawn"]

@@ -8,11 +8,17 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from rnnfast import _reference, _validation as _v, functional as F  # noqa: E402
-from _onnx_models import onnx_run  # noqa: E402
+from test_semantics_onnx_models import onnx_run  # noqa: E402
 from test_semantics_common import ALL_ACTS, make  # noqa: E402
 
 TOL = 3e-5   # |ort - ref| <= TOL * max(1, max |ref|)
 WORST = [0.0]
+WORST_CPU = [0.0]
+try:
+    import rnnfast._cpu  # noqa: F401
+    HAVE_CPU = True
+except ImportError:
+    HAVE_CPU = False
 ONNX_MODE = {"rnn": "RNN_TANH", "gru": "GRU", "lstm": "LSTM"}
 
 
@@ -48,6 +54,18 @@ def compare(cell, *, H=4, bidir=False, lengths=None, layout=0, activations=None,
         err = float(np.max(np.abs(got - want))) / max(1.0, float(np.max(np.abs(want))))
         WORST[0] = max(WORST[0], err)
         assert err <= TOL, f"{cell} vs onnxruntime: {err:.3e}"
+    if HAVE_CPU:
+        # the compiled float32 path against ONNX Runtime directly
+        hx32 = (tuple(v.astype(np.float32) for v in hx) if cell == "lstm"
+                else hx.astype(np.float32))
+        o32 = F.rnn_forward(mode, xin.astype(np.float32), p32, hx=hx32,
+                            **{**kw, "backend": "cpu"})
+        y32 = o32.y.transpose(1, 0, 2) if layout == 1 else o32.y
+        pairs = [(y32, Y), (o32.h_n, Yh)] + ([(o32.c_n, Yc)] if cell == "lstm" else [])
+        for mine, got in pairs:
+            err = float(np.max(np.abs(got - mine))) / max(1.0, float(np.max(np.abs(mine))))
+            WORST_CPU[0] = max(WORST_CPU[0], err)
+            assert err <= TOL, f"{cell} compiled float32 vs onnxruntime: {err:.3e}"
 
 
 @pytest.mark.parametrize("act", ALL_ACTS, ids=lambda a: a[0])
@@ -187,4 +205,5 @@ def test_zero_length_differs_documented(cell):
 
 
 def test_report_worst():
-    print(f"\nsemantics vs onnxruntime, worst |ort - ref| / max(1, max|ref|): {WORST[0]:.2e}")
+    print(f"\nsemantics vs onnxruntime, worst |ort - ref| / max(1, max|ref|): {WORST[0]:.2e}; "
+          f"compiled float32 vs onnxruntime: {WORST_CPU[0]:.2e}")

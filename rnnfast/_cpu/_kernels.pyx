@@ -204,6 +204,8 @@ def forward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, int
                          c_n, gx, ws_c, ws_m, ws_hn, acts, clip, input_forget, w_peep,
                          hprev, cprev)
         return
+    if clip > 0 or input_forget or w_peep is not None:
+        raise ValueError("internal: clip, input_forget and w_peep need acts (the general path)")
     cdef rf_fwd_args a
     cdef int tn = _typenum(dtype)
     cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
@@ -346,6 +348,8 @@ def backward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, in
                           dw_hr, dgx, dgh, dhtot, acts, clip, input_forget, w_peep,
                           dw_peep, hprev, cprev)
         return
+    if clip > 0 or input_forget or w_peep is not None or dw_peep is not None:
+        raise ValueError("internal: clip, input_forget and w_peep need acts (the general path)")
     cdef rf_bwd_args a
     cdef int tn = _typenum(dtype)
     cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)

@@ -1,4 +1,4 @@
-"""Build one-node ONNX RNN / GRU / LSTM models from rnnfast parameters (test helper).
+"""Test helper (no tests here): one-node ONNX RNN / GRU / LSTM models from rnnfast parameters.
 
 Parameters use rnnfast's (PyTorch's) gate orders and names; ONNX wants LSTM gates
 (i, o, f, c), GRU gates (z, r, h) and peepholes (i, o, f).
