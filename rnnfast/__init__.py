@@ -13,6 +13,10 @@ from . import layers, losses, optim, init, models
 from .layers import Embedding, Linear
 from .models import Sequential, Seq2Seq, TrainingDiverged
 from ._gradcheck import gradcheck
+# import / export of PyTorch, Keras and ONNX models (no framework is imported here)
+from .interop import (from_keras, from_keras_weights, from_onnx, from_torch,
+                      from_torch_state_dict, to_keras_weights, to_onnx, to_torch,
+                      to_torch_state_dict)
 
 try:  # load the compiled core now, so its OpenMP runtime is visible to threadpoolctl
     from ._cpu import _kernels as _kernels  # noqa: F401
@@ -21,4 +25,7 @@ except ImportError:  # not built: only backend="reference" works (functional say
 
 __all__ = ["RNN", "LSTM", "GRU", "Streamer", "functional", "layers", "losses", "optim", "init",
            "models", "Embedding", "Linear", "Sequential", "Seq2Seq", "TrainingDiverged",
-           "gradcheck", "show_config", "set_num_threads", "get_num_threads", "__version__"]
+           "gradcheck", "from_torch", "from_torch_state_dict", "to_torch",
+           "to_torch_state_dict", "from_keras", "from_keras_weights", "to_keras_weights",
+           "from_onnx", "to_onnx", "show_config", "set_num_threads", "get_num_threads",
+           "__version__"]
