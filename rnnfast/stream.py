@@ -152,7 +152,7 @@ class Streamer:
         self._ybuf = [np.empty((T, N, P), dtype) for _ in range(min(L - 1, 2))]
         self._xbuf = np.empty((T, N, I), dtype)      # batch_first / strided inputs
         self._obuf = np.empty((T, N, P), dtype)      # batch_first outputs
-        self._any = np.empty(T, bool)                # which steps of a piece reset
+        self._rbuf = np.empty((T, N), bool)          # a piece's reset mask, time-major
         self._h_ro = self._h.view()
         self._h_ro.flags.writeable = False
         self._c_ro = None
@@ -339,26 +339,30 @@ class Streamer:
         t0 = 0
         while t0 < T:
             t1 = min(T, t0 + self._max_chunk)
-            if reset is None:
+            if reset is None or self._n == 0:
                 self._run(x, out, t0, t1, single, bf, x_direct, out_direct, nthreads)
             else:
-                n = t1 - t0
-                anyr = self._any[:n]
+                # the piece's mask, copied time-major; the reset steps are found with
+                # argmax over contiguous rows (reductions like any() would allocate)
+                n, N = t1 - t0, self._n
+                rb = self._rbuf[:n]
                 if single:
-                    anyr[0] = reset.any()
+                    np.copyto(rb[0], reset)
                 elif bf:
-                    np.logical_or.reduce(reset[:, t0:t1], axis=0, out=anyr)
+                    np.copyto(rb, reset[:, t0:t1].T)
                 else:
-                    np.logical_or.reduce(reset[t0:t1], axis=1, out=anyr)
+                    np.copyto(rb, reset[t0:t1])
                 s0 = 0
                 while s0 < n:   # one pass per segment between reset steps
-                    if anyr[s0]:
-                        self._apply_reset(reset if single else
-                                          (reset[:, t0 + s0] if bf else reset[t0 + s0]))
-                    s1 = s0 + 1
-                    if s1 < n:
-                        k = int(anyr[s1:].argmax())
-                        s1 = s1 + k if anyr[s1 + k] else n
+                    row = rb[s0]
+                    if row[row.argmax()]:
+                        self._apply_reset(row)
+                    s1 = n
+                    if s0 + 1 < n:
+                        rest = rb[s0 + 1:].reshape(-1)
+                        k = int(rest.argmax())
+                        if rest[k]:
+                            s1 = s0 + 1 + k // N
                     self._run(x, out, t0 + s0, t0 + s1, single, bf, x_direct, out_direct,
                               nthreads)
                     s0 = s1

@@ -131,7 +131,7 @@ def test_state_dict_prefix_and_mode_check():
     assert isinstance(layer, rnnfast.GRU) and layer.num_layers == 2
     with pytest.raises(ValueError, match="mode 'LSTM' does not match"):
         interop.from_torch_state_dict(sd, "LSTM", prefix="enc.rnn.")
-    with pytest.raises(ValueError, match="unexpected key 'enc\.rnn\.weight_ih_l0'"):
+    with pytest.raises(ValueError, match=r"unexpected key 'enc\.rnn\.weight_ih_l0'"):
         interop.from_torch_state_dict(sd, prefix="enc.")
     with pytest.raises(ValueError, match="lacks 'weight_ih_l0'"):
         interop.from_torch_state_dict({})
