@@ -35,6 +35,26 @@ def run():
                 y3 = layer(x)[0]          # packed weights reused
                 assert np.array_equal(y2, y3)
                 calls += 2
+    # the general kernels (ONNX options), forward and backward, and a streamer
+    for dtype in (np.float32, np.float64):
+        for cls, extra in ((rnnfast.RNN, {"activations": ["LeakyRelu"]}),
+                           (rnnfast.LSTM, {"peephole": True, "input_forget": True,
+                                           "clip": 1.0, "proj_size": 3}),
+                           (rnnfast.GRU, {"activations": ["HardSigmoid", "Softsign"],
+                                          "reset_after": False})):
+            layer = cls(I, H, num_layers=2, bidirectional=True, dtype=dtype, seed=1,
+                        **extra)
+            x = rng.standard_normal((T, N, I)).astype(dtype)
+            y = layer(x, lengths=lengths)[0]
+            grads = layer.backward(np.ones_like(y))
+            assert all(np.isfinite(g).all() for g in grads[-1].values() if g is not None)
+            calls += 1
+        s = rnnfast.Streamer(rnnfast.GRU(I, H, num_layers=2, dtype=dtype, seed=2).eval(),
+                             N, max_chunk=3)
+        reset = np.zeros((T, N), bool)
+        reset[2, 1] = True
+        s.step(rng.standard_normal((T, N, I)).astype(dtype), reset=reset)
+        calls += 1
     print(f"memcheck driver: {calls} calls done")
 
 

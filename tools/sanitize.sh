@@ -4,7 +4,7 @@
 # the first error, ASan aborts. Leak detection is off (CPython keeps its arenas).
 #
 #   tools/sanitize.sh                 # the whole test suite
-#   tools/sanitize.sh --short         # the subset CI runs (agreement, fuzz findings, threads, packs)
+#   tools/sanitize.sh --short         # the subset CI runs (agreement incl. ONNX options, fuzz findings, threads, packs, streaming)
 #   tools/sanitize.sh tests/test_x.py # any pytest arguments
 #
 # Needs gcc with libasan/libubsan (exit status 77 when missing) and the build requirements
@@ -16,7 +16,8 @@ py=${PYTHON:-python}
 if [ "${1:-}" = "--short" ]; then
   shift
   set -- tests/test_agreement.py tests/test_agreement_stack.py tests/test_fuzz_findings.py \
-         tests/test_thread_safety.py tests/test_packed_inference.py "$@"
+         tests/test_thread_safety.py tests/test_packed_inference.py \
+         tests/test_semantics_agreement.py tests/test_stream.py "$@"
 fi
 [ $# -gt 0 ] || set -- tests
 
