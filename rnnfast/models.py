@@ -15,7 +15,6 @@ no pickles) atomically; :func:`load` rebuilds the model.
 import json
 import math
 import os
-import secrets
 import time
 import zipfile
 import zlib
@@ -23,6 +22,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ._io import atomic_write
 from . import _validation as _v
 from . import losses as _losses
 from . import optim as _optim
@@ -518,21 +518,7 @@ class _Trainer:
         if _CONFIG_KEY in arrays:  # pragma: no cover - parameter names always hold a dot
             raise ValueError(f"{owner}: parameter name clash with {_CONFIG_KEY}")
         arrays[_CONFIG_KEY] = np.array(json.dumps(cfg))
-        directory = os.path.dirname(os.path.abspath(path))
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write(path, lambda f: np.savez(f, **arrays))
         return path
 
 

@@ -48,7 +48,6 @@ float64 layers with the same seed start from the same values (up to rounding).
 import json
 import math
 import os
-import secrets
 import warnings
 import zipfile
 import zlib
@@ -56,6 +55,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from ._io import atomic_write
 from . import _validation as _v
 from . import functional as _F
 
@@ -541,22 +541,7 @@ class _RNNBase:
                     f"expected {self._param_shapes[name]} and {self.dtype}")
             arrays[name] = np.ascontiguousarray(p)
         arrays[_CONFIG_KEY] = np.array(json.dumps(self._config()))
-        directory = os.path.dirname(os.path.abspath(path))
-        tmp = os.path.join(directory,
-                           f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path, *, backend="cpu", seed=None):

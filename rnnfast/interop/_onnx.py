@@ -14,10 +14,10 @@ with an error naming it.
 """
 
 import os
-import secrets
 
 import numpy as np
 
+from .._io import atomic_write
 from .. import _validation as _v
 from . import _common as _c
 from . import _proto as _p
@@ -829,20 +829,4 @@ def _write_atomic(owner, path, data):
     except TypeError:
         raise TypeError(f"{owner}: path must be a str or os.PathLike, got "
                         f"{_v.describe(path)}") from None
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: f.write(data))
