@@ -67,6 +67,16 @@ def test_tiny_demo_run_writes_outputs(tmp_path, capsys):
     assert "background:rgb(" in page and "</html>" in page
 
 
+def _env_for_installed_package():
+    """The subprocess imports the rnnfast these tests import (the installed package in
+    CI), not the source tree's, which has no compiled core there."""
+    from conftest import _PACKAGE_ROOT
+    env = dict(os.environ)
+    env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"]
+                                         if env.get("PYTHONPATH") else "")
+    return env
+
+
 def test_gru_cell_and_module_entry_point(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text(SMALL_PY * 10, encoding="utf-8")
@@ -74,7 +84,8 @@ def test_gru_cell_and_module_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rnnfast", "demo", "--text", str(text),
                         "--minutes", "0.03", "--hidden", "16", "--cell", "gru", "--out",
                         str(out), "--threads", "1", "--batch", "4", "--seq-len", "16"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+                       cwd=tmp_path, env=_env_for_installed_package(),
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert rep["cell"] == "gru"
