@@ -189,6 +189,28 @@ def draw_layers(data):
             kw["reset_after"] = False
         if cls == "RNN" and d(st.booleans()):
             kw["nonlinearity"] = "relu"
+        if d(st.integers(0, 2)) == 0:   # the ONNX semantics options, valid or not
+            nact = {"RNN": 1, "GRU": 2, "LSTM": 3}[cls] * d(st.sampled_from([1, 1, 2]))
+            names = ["Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu",
+                     "ScaledTanh", "HardSigmoid", "Elu", "Softsign", "Softplus", "gelu", 3]
+            if d(st.booleans()):
+                kw["activations"] = d(st.lists(st.sampled_from(names), min_size=nact - 1,
+                                               max_size=nact + 1))
+                if d(st.booleans()):
+                    kw["activation_alpha"] = d(st.lists(
+                        st.sampled_from([None, 0.0, 0.5, -1.0, 1e30, float("nan"), "a"]),
+                        max_size=nact + 1))
+                if d(st.booleans()):
+                    kw["activation_beta"] = d(st.lists(
+                        st.sampled_from([None, 0.0, 0.5, 2.0, float("inf")]), max_size=nact))
+            if d(st.booleans()):
+                kw["clip"] = d(st.sampled_from([0.5, 3.0, 1e-30, 0.0, -1.0, float("nan"),
+                                                float("inf"), "1", None]))
+            if cls == "LSTM" or d(st.integers(0, 5)) == 0:
+                if d(st.booleans()):
+                    kw["input_forget"] = d(st.sampled_from([True, False, 1, "y"]))
+                if d(st.booleans()):
+                    kw["peephole"] = d(st.sampled_from([True, False, None]))
     else:
         I, H = d(size), d(size)
         kw = {}
