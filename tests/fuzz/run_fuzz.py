@@ -425,10 +425,20 @@ def _base_files():
     if _BASES is None:
         import numpy as np
         import rnnfast
+        from rnnfast.layers import Embedding, LastStep, Linear
         layers = [rnnfast.LSTM(2, 3, num_layers=2, bidirectional=True, seed=0),
                   rnnfast.LSTM(2, 3, proj_size=2, dtype=np.float64, seed=0),
                   rnnfast.GRU(2, 2, bias=False, seed=0),
-                  rnnfast.RNN(1, 2, nonlinearity="relu", batch_first=True, seed=0)]
+                  rnnfast.RNN(1, 2, nonlinearity="relu", batch_first=True, seed=0),
+                  # format 2: a layer with the ONNX options
+                  rnnfast.LSTM(2, 3, peephole=True, clip=2.0, activations=["HardSigmoid",
+                               "Tanh", "Softsign"], bidirectional=True, seed=0),
+                  # whole models (rnnfast.models.save: weights + JSON architecture)
+                  rnnfast.Sequential([Embedding(5, 3, seed=0),
+                                      rnnfast.GRU(3, 4, batch_first=True, seed=1),
+                                      LastStep(), Linear(4, 2, seed=2)]),
+                  rnnfast.Sequential([rnnfast.LSTM(2, 3, batch_first=True, seed=1),
+                                      Linear(3, 1, seed=2)])]
         _BASES = []
         with tempfile.TemporaryDirectory() as td:
             for i, layer in enumerate(layers):
@@ -483,8 +493,8 @@ def draw_loaders(data):
     d = data.draw
     kind = d(st.sampled_from(["truncate", "bitflip", "random", "craft_header", "craft_cfg",
                               "drop_member", "extra_member", "config_raw", "path", "compressed"]))
-    spec = {"kind": kind, "base": d(st.integers(0, 3)),
-            "loader": d(st.sampled_from(["LSTM", "GRU", "RNN", "nn"])),
+    spec = {"kind": kind, "base": d(st.integers(0, 6)),
+            "loader": d(st.sampled_from(["LSTM", "GRU", "RNN", "nn", "models", "models"])),
             "seed": d(st.integers(0, 2**31))}
     if kind == "truncate":
         spec["frac"] = d(st.floats(0, 1))
@@ -621,10 +631,20 @@ def run_loaders(spec):
     if _TD is None:
         _TD = tempfile.mkdtemp(prefix="rnnfast-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     p = loader_input(spec, _TD)
+    import numpy as np
+    if spec["loader"] == "models":
+        # a loaded model must also predict
+        from rnnfast.layers import Embedding
+        model = rnnfast.models.load(p)
+        first = model.layers[0]
+        if isinstance(first, Embedding):
+            model.predict(np.zeros((2, 3), np.int64), np.array([3, 1]))
+        else:
+            model.predict(np.zeros((2, 3, first.input_size), first.dtype))
+        return "ok"
     loader = rnnfast.nn.load if spec["loader"] == "nn" else getattr(rnnfast, spec["loader"]).load
     layer = loader(p)
     # a loaded layer must also run
-    import numpy as np
     layer.eval()
     layer(np.zeros((2, 1, layer.input_size), layer.dtype))
     return "ok"
