@@ -1,4 +1,4 @@
-"""`python -m rnnfast` / `rnnfast`: print the configuration, run a small check, benchmark.
+"""`python -m rnnfast` / `rnnfast`: configuration, a self-check, benchmarks and the demo.
 
 `rnnfast config` shows what was built (`show_config()`); `rnnfast check` (the default)
 also proves the compiled path works: a small LSTM forward and backward compared with the
