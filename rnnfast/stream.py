@@ -328,6 +328,14 @@ class Streamer:
                                          "(N, T) (batch_first)" if bf else "(T, N)")
         if out is None:
             shape = (N, P) if single else ((N, T, P) if bf else (T, N, P))
+            # a huge (e.g. broadcast) x must not turn into a huge allocation here
+            nbytes = int(np.prod(shape, dtype=object)) * self._dtype.itemsize
+            limit = _v.available_memory_bytes()
+            if nbytes > limit:
+                raise ValueError(
+                    f"{owner}: the output of this call would take {nbytes / 2**30:.3g} GiB, "
+                    f"more than the {limit / 2**30:.3g} GiB of memory of this machine "
+                    f"(x of shape {_v._shape_str(x.shape)}); feed fewer steps per call")
             out = np.empty(shape, self._dtype)
         else:
             self._check_out(owner, out, x, reset, single, T, bf)

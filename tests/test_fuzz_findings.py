@@ -71,3 +71,17 @@ def test_entry_flagged_encrypted_is_a_value_error(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="not a valid rnnfast layer file"):
         rnnfast.GRU.load(path)
+
+
+def test_streamer_huge_broadcast_chunk_without_out_is_a_value_error():
+    """Fuzz finding (stream family, 100,000 inputs): a chunk that is a broadcast view
+    claiming 2^40 steps, given without out=, made the streamer allocate its 16 TiB output
+    (MemoryError). Now a ValueError before any allocation."""
+    import rnnfast
+    layer = rnnfast.LSTM(1, 4, num_layers=2, bias=False, seed=0).eval()
+    s = rnnfast.Streamer(layer, 1)
+    x = np.broadcast_to(np.float32(1.0), (2**40, 1, 1))
+    with pytest.raises(ValueError, match="output of this call would take"):
+        s.step(x)
+    y = s.step(np.ones((3, 1, 1), np.float32))   # the streamer still works
+    assert y.shape == (3, 1, 4)
