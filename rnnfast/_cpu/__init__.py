@@ -255,8 +255,13 @@ def _forward_general(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, rev
     return y, h_n, c_n, cache
 
 
-def _backward_general(c, dy, dh_n, dc_n):
-    """layer_backward of a general forward."""
+def layer_backward(cache, dy, dh_n=None, dc_n=None):
+    """BPTT of one layer in one direction; see docs/design.md for the contract.
+
+    A cache of the general kernels (ONNX options: ``cache.acts`` set) runs their
+    backward, which also gives the peephole gradient ``'weight_peep'``.
+    """
+    c = cache
     T, N, I, H, P = c.dims
     dtype = c.x.dtype
     lstm, gru = c.cell == "lstm", c.cell == "gru"
@@ -269,7 +274,12 @@ def _backward_general(c, dy, dh_n, dc_n):
     db_ih = np.empty(GH, dtype) if c.has_bias else None
     db_hh = np.empty(GH, dtype) if c.has_bias else None
     dw_hr = np.empty_like(c.w_hr) if c.w_hr is not None else None
-    dw_peep = np.empty_like(c.w_peep) if c.w_peep is not None else None
+    dw_peep, general = None, {}
+    if c.acts is not None:
+        dw_peep = np.empty_like(c.w_peep) if c.w_peep is not None else None
+        general = dict(acts=c.acts, clip=0.0 if c.clip is None else float(c.clip),
+                       input_forget=c.input_forget, w_peep=c.w_peep, dw_peep=dw_peep,
+                       hprev=c.hprev, cprev=c.cprev)
     take = workspace.take
     dgx = take((T, N, GH), dtype)
     dgh = take((T, N, GH), dtype) if gru and c.reset_after else None
@@ -279,46 +289,13 @@ def _backward_general(c, dy, dh_n, dc_n):
                       c.x, c.h0, c.c0, c.w_ih, c.w_hh, c.w_hr, c.has_bias,
                       c.gates, c.hs, c.ws_c, c.ws_m, c.ws_hn, dy, dh_n, dc_n,
                       dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dgx, dgh, dhtot,
-                      acts=c.acts, clip=0.0 if c.clip is None else float(c.clip),
-                      input_forget=c.input_forget, w_peep=c.w_peep, dw_peep=dw_peep,
-                      hprev=c.hprev, cprev=c.cprev)
+                      **general)
     workspace.give(dgx, dgh, dhtot)
     grads = {"x": dx, "h0": dh0, "c0": dc0, "weight_ih": dw_ih, "weight_hh": dw_hh,
              "bias_ih": db_ih, "bias_hh": db_hh, "weight_hr": dw_hr}
     if dw_peep is not None:
         grads["weight_peep"] = dw_peep
     return grads
-
-
-def layer_backward(cache, dy, dh_n=None, dc_n=None):
-    """BPTT of one layer in one direction; see docs/design.md for the contract."""
-    c = cache
-    if c.acts is not None:
-        return _backward_general(c, dy, dh_n, dc_n)
-    T, N, I, H, P = c.dims
-    dtype = c.x.dtype
-    lstm, gru = c.cell == "lstm", c.cell == "gru"
-    GH = c.w_ih.shape[0]
-    dx = np.empty((T, N, I), dtype)
-    dh0 = np.empty((N, P), dtype)
-    dc0 = np.empty((N, H), dtype) if lstm else None
-    dw_ih = np.empty_like(c.w_ih)
-    dw_hh = np.empty_like(c.w_hh)
-    db_ih = np.empty(GH, dtype) if c.has_bias else None
-    db_hh = np.empty(GH, dtype) if c.has_bias else None
-    dw_hr = np.empty_like(c.w_hr) if c.w_hr is not None else None
-    take = workspace.take
-    dgx = take((T, N, GH), dtype)
-    dgh = take((T, N, GH), dtype) if gru and c.reset_after else None
-    dhtot = take((T, N, P), dtype) if c.w_hr is not None else None
-    _kernels.backward(_CELL_CODES[c.cell], _dtype_code(dtype), T, N, I, H, P,
-                      c.reverse, c.reset_after, _config.get_num_threads(), c.lengths,
-                      c.x, c.h0, c.c0, c.w_ih, c.w_hh, c.w_hr, c.has_bias,
-                      c.gates, c.hs, c.ws_c, c.ws_m, c.ws_hn, dy, dh_n, dc_n,
-                      dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dgx, dgh, dhtot)
-    workspace.give(dgx, dgh, dhtot)
-    return {"x": dx, "h0": dh0, "c0": dc0, "weight_ih": dw_ih, "weight_hh": dw_hh,
-            "bias_ih": db_ih, "bias_hh": db_hh, "weight_hr": dw_hr}
 
 
 def layer_forward_into(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reset_after,
