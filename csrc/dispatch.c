@@ -25,6 +25,15 @@ RF_DECLARE(base)
 
 static int detected = -1;
 
+int rf_decomposition_mode = RF_DECOMP_AUTO;
+
+void rf_set_decomposition(int mode)
+{
+    rf_decomposition_mode = mode == RF_DECOMP_UNITS || mode == RF_DECOMP_BATCH ? mode : RF_DECOMP_AUTO;
+}
+
+int rf_get_decomposition(void) { return rf_decomposition_mode; }
+
 int rf_isa(void)
 {
     if (detected < 0) {
@@ -105,6 +114,24 @@ int rf_backward(const rf_bwd_args *a)
     default: return rf_backward_base(a);
     }
 }
+
+/* One direction per thread; a team smaller than two (OpenMP off, or the runtime's
+   thread limit) runs them one after the other on what it has. */
+#define RF_PAIR_BODY(type_, fn_)                                                         \
+    const type_ *in[2] = {a0, a1};                                                       \
+    int st[2] = {RF_OK, RF_OK};                                                          \
+    int d;                                                                               \
+    _Pragma("omp parallel for num_threads(2) schedule(static, 1)")                       \
+    for (d = 0; d < 2; d++) {                                                            \
+        type_ one = *in[d];                                                              \
+        one.nthreads = 1;                                                                \
+        st[d] = fn_(&one);                                                               \
+    }                                                                                    \
+    return st[0] != RF_OK ? st[0] : st[1];
+
+int rf_forward_pair(const rf_fwd_args *a0, const rf_fwd_args *a1) { RF_PAIR_BODY(rf_fwd_args, rf_forward) }
+
+int rf_backward_pair(const rf_bwd_args *a0, const rf_bwd_args *a1) { RF_PAIR_BODY(rf_bwd_args, rf_backward) }
 
 int rf_gemm(int dtype, int ta, int tb, int64_t m, int64_t n, int64_t k, const void *a,
             int64_t lda, const void *b, int64_t ldb, int beta_one, void *c, int64_t ldc,

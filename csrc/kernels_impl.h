@@ -820,7 +820,11 @@ static int FN(forward)(const rf_fwd_args *a)
     const int64_t Hp = rf_round_up(H, VL), Pp = rf_round_up(P, VL);
     const int64_t nub = Hp / VL, npb = Pp / VL;
     const int Gm = gru_before ? 2 : (int)G;      /* gates whose product reads h */
-    const int nt = rf_threads_for(a->nthreads, (double)2 * N * GH * P, 3.0e4, nub);
+    /* the decomposition of the time loop (rf_decomposition in rnnfast.h): by hidden
+       units (threads synchronise once per step) or by sequences (none at all) */
+    const int bpar = rf_batch_parallel(a->nthreads, N, (double)GH * P * sizeof(REAL));
+    const int nt = bpar ? rf_threads_for(a->nthreads, (double)2 * N * GH * P, 3.0e4, N)
+                        : rf_threads_for(a->nthreads, (double)2 * N * GH * P, 3.0e4, nub);
     const size_t n_in = (size_t)(nub * I * G * VL);
     const size_t n_main = (size_t)(nub * P * Gm * VL);
     const size_t n_cand = gru_before ? (size_t)(nub * H * VL) : 0;
@@ -856,10 +860,11 @@ static int FN(forward)(const rf_fwd_args *a)
 #pragma omp parallel num_threads(nt)
     {
         const rf_fpmode fpm = rf_fpmode_enter();
-        int64_t ub0, ub1, pb0, pb1;
+        int64_t ub0, ub1, pb0, pb1, n0 = 0, n1 = N;
         rf_split(nub, &ub0, &ub1);
         rf_split(npb, &pb0, &pb1);
-        /* each thread packs, and later reads, only its own unit blocks: no sync needed */
+        /* each thread packs, and later reads, only its own unit blocks: no sync needed
+           (by sequences it reads all of them: one barrier before the time loop) */
         if (!prepacked)
             FN(pack_forward_blocks)(a, ub0, ub1, pb0, pb1, win);
 #ifdef _OPENMP
@@ -912,9 +917,14 @@ static int FN(forward)(const rf_fwd_args *a)
                 }
             }
         }
+        if (bpar) {
+            rf_barrier_wait(&bar, &sense);
+            rf_split(N, &n0, &n1);
+            ub0 = 0, ub1 = nub, pb0 = 0, pb1 = npb;
+        }
         for (int64_t s = 0; s < T; s++) {
             int64_t na = 0;
-            for (int64_t n = 0; n < N; n++)
+            for (int64_t n = n0; n < n1; n++)
                 if (!lens || s < lens[n])
                     act[na++] = n;
             /* 1. gates that read h_{t-1}, fused with the cell update; unit blocks go
@@ -990,7 +1000,8 @@ static int FN(forward)(const rf_fwd_args *a)
             }
             /* 2. GRU reset-before: n = tanh(gx_n + W_hn (r*h)) needs all of r*h */
             if (gru_before) {
-                rf_barrier_wait(&bar, &sense);
+                if (!bpar)
+                    rf_barrier_wait(&bar, &sense);
                 for (int64_t ub = ub0; ub < ub1; ub++) {
                     const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
                     const REAL *wp = wcand + ub * H * VL;
@@ -1017,7 +1028,8 @@ static int FN(forward)(const rf_fwd_args *a)
             }
             /* 3. LSTM projection: h = W_hr m needs all of m */
             if (proj) {
-                rf_barrier_wait(&bar, &sense);
+                if (!bpar)
+                    rf_barrier_wait(&bar, &sense);
                 for (int64_t pb = pb0; pb < pb1; pb++) {
                     const int64_t p0 = pb * VL, np_ = rf_min64(VL, P - p0);
                     const REAL *wp = wproj + pb * H * VL;
@@ -1035,7 +1047,8 @@ static int FN(forward)(const rf_fwd_args *a)
                     }
                 }
             }
-            rf_barrier_wait(&bar, &sense);
+            if (!bpar)
+                rf_barrier_wait(&bar, &sense);
             REAL *tmp = hc;
             hc = hx;
             hx = tmp;
@@ -1085,8 +1098,9 @@ static int FN(backward)(const rf_bwd_args *a)
     /* products go four unit blocks at a time: block counts padded to super-blocks of 4,
        and threads own whole super-blocks, so every output's order is fixed by the shape */
     const int64_t nsu = (nub + 3) / 4, nsp = (npb + 3) / 4;
+    const int bpar = rf_batch_parallel(nthreads, N, (double)(GHrec + (proj ? H : 0) + (gru_before ? H : 0)) * P * sizeof(REAL));
     const int nt = rf_threads_for(nthreads, (double)4 * N * GH * P, 3.0e4,
-                                  nsu < nsp ? nsu : nsp);
+                                  bpar ? N : (nsu < nsp ? nsu : nsp));
     const size_t n_state = (size_t)(2 * N * Pp + 3 * N * Hp + rf_round_up(N * GH, VL));  /* packs stay aligned */
     const size_t n_t3 = (size_t)(nsp * 4 * GHrec * VL);
     const size_t n_tr = proj ? (size_t)(nsu * 4 * P * VL) : 0;
@@ -1116,30 +1130,36 @@ static int FN(backward)(const rf_bwd_args *a)
 #pragma omp parallel num_threads(nt)
     {
         const rf_fpmode fpm = rf_fpmode_enter();
-        int64_t su0, su1, sp0, sp1;
+        int64_t su0, su1, sp0, sp1, n0 = 0, n1 = N;
         rf_split(nsu, &su0, &su1);
         rf_split(nsp, &sp0, &sp1);
-        const int64_t ub0 = su0 * 4, ub1 = rf_min64(su1 * 4, nub);
-        const int64_t pb0 = sp0 * 4, pb1 = rf_min64(sp1 * 4, npb);
         FN(pack_cols)(w_hh, P, 0, GHrec, P, sp0 * 4, sp1 * 4, wt3);
         if (proj)
             FN(pack_cols)(w_hr, H, 0, P, H, su0 * 4, su1 * 4, wtr);
         if (gru_before)
             FN(pack_cols)(w_hh, P, 2 * H, H, H, su0 * 4, su1 * 4, wtn);
-        /* each thread reads only the blocks it packed itself: no barrier needed here */
+        /* each thread reads only the blocks it packed itself: no barrier needed here;
+           by sequences, it reads all blocks: one barrier, then none in the time loop */
 #ifdef _OPENMP
         int64_t *act = act_all + (int64_t)omp_get_thread_num() * N;
 #else
         int64_t *act = act_all;
 #endif
         int sense = 0;
+        if (bpar) {
+            rf_barrier_wait(&bar, &sense);
+            rf_split(N, &n0, &n1);
+            su0 = 0, su1 = nsu, sp0 = 0, sp1 = nsp;
+        }
+        const int64_t ub0 = su0 * 4, ub1 = rf_min64(su1 * 4, nub);
+        const int64_t pb0 = sp0 * 4, pb1 = rf_min64(sp1 * 4, npb);
         REAL *dhc = dhA, *dhx = dhB;
         const REAL *hr[RF_ROWS_MAX];
         VEC out[RF_ROWS_MAX][4];
         const int64_t p_lo = rf_min64(pb0 * VL, P), p_hi = rf_min64(pb1 * VL, P);
         for (int64_t s = T - 1; s >= 0; s--) {
             int64_t na = 0;
-            for (int64_t n = 0; n < N; n++)
+            for (int64_t n = n0; n < n1; n++)
                 if (!lens || s < lens[n])
                     act[na++] = n;
             /* 1. dL/dh_t = carried + dy_t (this thread's P-blocks) */
@@ -1155,7 +1175,8 @@ static int FN(backward)(const rf_bwd_args *a)
                 }
             }
             if (proj) { /* dm = W_hr^T dh needs all of dh */
-                rf_barrier_wait(&bar, &sense);
+                if (!bpar)
+                    rf_barrier_wait(&bar, &sense);
                 for (int64_t su = su0; su < su1; su++)
                     for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                         const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
@@ -1217,7 +1238,8 @@ static int FN(backward)(const rf_bwd_args *a)
                 }
             }
             if (gru_before) { /* d(r*h) = W_hn^T dan needs all of dan */
-                rf_barrier_wait(&bar, &sense);
+                if (!bpar)
+                    rf_barrier_wait(&bar, &sense);
                 for (int64_t su = su0; su < su1; su++) {
                     for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                         const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
@@ -1242,7 +1264,8 @@ static int FN(backward)(const rf_bwd_args *a)
                     }
                 }
             }
-            rf_barrier_wait(&bar, &sense);
+            if (!bpar)
+                rf_barrier_wait(&bar, &sense);
             /* 3. dL/dh_{t-1} = W_hh^T dgr (+ the direct GRU paths), this thread's P-blocks */
             for (int64_t sp = sp0; sp < sp1; sp++) {
                 for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
@@ -1268,7 +1291,8 @@ static int FN(backward)(const rf_bwd_args *a)
                   }
                 }
             }
-            rf_barrier_wait(&bar, &sense);
+            if (!bpar)
+                rf_barrier_wait(&bar, &sense);
             REAL *tmp = dhc;
             dhc = dhx;
             dhx = tmp;

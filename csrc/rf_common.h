@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include "rnnfast.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -94,6 +95,46 @@ static inline int rf_threads_for(int requested, double work, double grain, int64
     if (work / grain < (double)nt)
         nt = (int64_t)(work / grain);
     return nt < 1 ? 1 : (int)nt;
+}
+
+
+/* One core's L2 cache in bytes (512 KiB if the system does not say). */
+#include <unistd.h>
+static inline long rf_l2_bytes(void)
+{
+    static long l2 = 0;
+    if (l2 == 0) {
+        long v = -1;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+        l2 = v > 0 ? v : 1L << 19;
+    }
+    return l2;
+}
+
+/* How the time loop is split among threads: RF_DECOMP_AUTO chooses by shape (below);
+ * the others force one way, for tests and benchmarks (rf_set_decomposition). */
+extern int rf_decomposition_mode;
+
+/* By sequences (each thread owns whole rows of the batch and every hidden unit, so no
+ * thread waits for another inside the time loop) rather than by hidden units (each
+ * thread owns a slice of units for every row; one barrier per step). By sequences,
+ * every thread reads all of the recurrent weights (`wbytes`) each step instead of its
+ * slice. */
+static inline int rf_batch_parallel(int nthreads, int64_t N, double wbytes)
+{
+    if (nthreads < 2 || N < 2 || rf_decomposition_mode == RF_DECOMP_UNITS)
+        return 0;
+    if (rf_decomposition_mode == RF_DECOMP_BATCH)
+        return 1;
+    /* Measured on 2 cores (AVX2, 512 KiB L2 per core; docs/design.md): by sequences is
+       7-9% faster for LSTM H=256 N=32 training (weights 1 MiB: split by units, each
+       core's half fills its L2 exactly), even for H=512-1024 at N=32-64 (weights 4-12
+       MiB stream from L3 either way), and 25-45% slower at N=4-8, where every core
+       re-reading all the weights dominates. So: at least 16 rows per thread and weights
+       within two cores' L2. */
+    return N >= 16 * (int64_t)nthreads && wbytes <= 2.0 * (double)rf_l2_bytes();
 }
 
 

@@ -140,6 +140,22 @@ int64_t rf_pack_forward_size(const rf_fwd_args *a);
 int rf_pack_forward(const rf_fwd_args *a, void *dst);
 int rf_backward(const rf_bwd_args *a);
 
+/* The two directions of a bidirectional layer at once, one per core: a[0] and a[1] each
+ * run single-threaded (their nthreads is ignored) on the two threads of one OpenMP team,
+ * so neither direction synchronises per step. Results are bitwise those of rf_forward /
+ * rf_backward on each (the kernels do not depend on the thread count). Returns the
+ * first nonzero status. */
+int rf_forward_pair(const rf_fwd_args *a0, const rf_fwd_args *a1);
+int rf_backward_pair(const rf_bwd_args *a0, const rf_bwd_args *a1);
+
+/* The decomposition of the time loop among threads: chosen by shape (AUTO, the
+ * default), or forced by hidden units or by sequences of the batch. Results are bitwise
+ * the same whichever is used; this exists for tests and benchmarks. Not thread-safe:
+ * set it before running kernels. */
+enum rf_decomposition { RF_DECOMP_AUTO = 0, RF_DECOMP_UNITS = 1, RF_DECOMP_BATCH = 2 };
+void rf_set_decomposition(int mode);
+int rf_get_decomposition(void);
+
 /* C = beta*C + op(A) op(B) (+ bias per column), row-major; exposed for tests and bench. */
 int rf_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
             const void *a, int64_t lda, const void *b, int64_t ldb, int beta_one,

@@ -456,6 +456,7 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
                     inp *= scaled_masks[layer]
         ys = []
         caches = []
+        calls = []
         for d in range(D):
             idx = layer * D + d
             nm = names[idx]
@@ -468,11 +469,18 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
                 extra["packed"] = packs[idx]
             if peep:
                 extra["w_peep"] = w[nm["weight_peep"]]
-            y_d, hn_d, cn_d, cache_d = mod.layer_forward(
-                cell_d, inp, h0_ld, c0_ld, w[nm["weight_ih"]], w[nm["weight_hh"]],
-                w[nm["bias_ih"]] if bias else None, w[nm["bias_hh"]] if bias else None,
+            calls.append(dict(
+                cell=cell_d, x=inp, h0=h0_ld, c0=c0_ld, w_ih=w[nm["weight_ih"]],
+                w_hh=w[nm["weight_hh"]], b_ih=w[nm["bias_ih"]] if bias else None,
+                b_hh=w[nm["bias_hh"]] if bias else None,
                 w_hr=w[nm["weight_hr"]] if proj_size else None, lengths=lengths,
-                reverse=(d == 1), reset_after=reset_after, training=training, **extra)
+                reverse=(d == 1), reset_after=reset_after, training=training, **extra))
+        if D == 2 and hasattr(mod, "layer_forward_pair"):
+            # the backend may run both directions at once (one per core)
+            results = mod.layer_forward_pair(calls[0], calls[1])
+        else:
+            results = [mod.layer_forward(**kw) for kw in calls]
+        for y_d, hn_d, cn_d, cache_d in results:
             ys.append(y_d)
             h_list.append(hn_d)
             if is_lstm:
@@ -569,15 +577,20 @@ def _backward(owner, cache, dy, dh_n, dc_n):
     dx = None
     for layer in range(L - 1, -1, -1):
         dx_sum = None
+        args = []
         for d in range(D):
             idx = layer * D + d
             dy_d = dy_layer if D == 1 else np.ascontiguousarray(
                 dy_layer[:, :, d * P:(d + 1) * P])
-            g = mod.layer_backward(
-                c.layer_caches[layer][d], dy_d,
-                None if dh_n is None else dh_n[idx],
-                None if dc_n is None else dc_n[idx])
-            per_idx[idx] = g
+            args.append((c.layer_caches[layer][d], dy_d,
+                         None if dh_n is None else dh_n[idx],
+                         None if dc_n is None else dc_n[idx]))
+        if D == 2 and hasattr(mod, "layer_backward_pair"):
+            results = mod.layer_backward_pair(args[0], args[1])
+        else:
+            results = [mod.layer_backward(*a) for a in args]
+        for d, g in enumerate(results):
+            per_idx[layer * D + d] = g
             gx = g["x"]
             dx_sum = gx if dx_sum is None else dx_sum + gx
         if layer > 0:

@@ -235,6 +235,84 @@ def test_bitwise_identical_across_thread_counts():
         _config._num_threads = saved
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bitwise_identical_across_decompositions(variant):
+    """Splitting the time loop by sequences (no barrier per step) or by hidden units
+    gives exactly the single-thread results, with and without lengths."""
+    from rnnfast import _config
+    cell, reset_after, proj = variant
+    saved = _config._num_threads
+    try:
+        for lengths in (None, "mixed"):
+            prob = make_problem(cell, 9, 37, 21, 45, proj=proj and 11, lengths=lengths,
+                                seed=13)
+            dy, dh_n, dc_n = upstream(cell, 9, 37, 45, (proj and 11) or 45)
+            _config.set_num_threads(1)
+            want = run(cpu, cell, prob, True, reset_after, dy, dh_n, dc_n)
+            for mode in ("units", "batch", "auto"):
+                for n in (2, 3):
+                    cpu._kernels.set_decomposition(mode)
+                    _config.set_num_threads(n)
+                    got = run(cpu, cell, prob, True, reset_after, dy, dh_n, dc_n)
+                    for k, v in want.items():
+                        assert (v is None and got[k] is None) or np.array_equal(v, got[k]), \
+                            f"{cell}: {k} differs ({mode}, {n} threads, lengths={lengths})"
+    finally:
+        cpu._kernels.set_decomposition("auto")
+        _config._num_threads = saved
+
+
+def test_set_decomposition_rejects_unknown_modes():
+    with pytest.raises(ValueError, match="units"):
+        cpu._kernels.set_decomposition("rows")
+    assert cpu._kernels.get_decomposition() == "auto"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_direction_pair_bitwise_equal_to_one_after_the_other(variant, dtype, monkeypatch):
+    """layer_forward_pair / layer_backward_pair (both directions at once, one thread
+    each) give exactly the results of the two directions run one after the other."""
+    from rnnfast import _config
+    cell, reset_after, proj = variant
+    T, N, I, H = 11, 5, 24, 40
+    P = (proj and 13) or H
+    probs = [make_problem(cell, T, N, I, H, proj=proj and 13, lengths="mixed", seed=s,
+                          dtype=dtype) for s in (31, 32)]
+    probs[1]["x"], probs[1]["lengths"] = probs[0]["x"], probs[0]["lengths"]
+    ups = [upstream(cell, T, N, H, P, seed=s, dtype=dtype) for s in (41, 42)]
+    kws = [dict(cell=cell, x=p["x"], h0=p["h0"], c0=p["c0"], w_ih=p["w_ih"],
+                w_hh=p["w_hh"], b_ih=p["b_ih"], b_hh=p["b_hh"], w_hr=p["w_hr"],
+                lengths=p["lengths"], reverse=bool(d), reset_after=reset_after,
+                training=True) for d, p in enumerate(probs)]
+    saved = _config._num_threads
+    calls = []
+    real_fwd, real_bwd = cpu._kernels.forward_pair, cpu._kernels.backward_pair
+    monkeypatch.setattr(cpu._kernels, "forward_pair",
+                        lambda *a: (calls.append("f"), real_fwd(*a))[1])
+    monkeypatch.setattr(cpu._kernels, "backward_pair",
+                        lambda *a: (calls.append("b"), real_bwd(*a))[1])
+    try:
+        _config.set_num_threads(1)
+        want = []
+        for kw, (dy, dh_n, dc_n) in zip(kws, ups):
+            y, h_n, c_n, cache = cpu.layer_forward(**kw)
+            want.append(((y, h_n, c_n), cpu.layer_backward(cache, dy, dh_n, dc_n)))
+        _config.set_num_threads(2)
+        pair = cpu.layer_forward_pair(kws[0], kws[1])
+        grads = cpu.layer_backward_pair(*[(out[3],) + up for out, up in zip(pair, ups)])
+    finally:
+        _config._num_threads = saved
+    if cpu._kernels.openmp_enabled() and cpu._kernels.openmp_max_threads() >= 2:
+        assert calls == ["f", "b"]
+    for d in range(2):
+        for a, b in zip(want[d][0], pair[d][:3]):
+            assert (a is None and b is None) or np.array_equal(a, b), f"direction {d}"
+        for k, v in want[d][1].items():
+            assert (v is None and grads[d][k] is None) or np.array_equal(v, grads[d][k]), \
+                f"direction {d}: {k}"
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     variant=st.sampled_from(VARIANTS),

@@ -76,7 +76,8 @@ class _Workspace:
 
 workspace = _Workspace()
 
-__all__ = ["layer_forward", "layer_backward", "pack_weights"]
+__all__ = ["layer_forward", "layer_backward", "layer_forward_pair", "layer_backward_pair",
+           "pack_weights"]
 
 _CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
 _GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
@@ -150,6 +151,17 @@ def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=No
         return _forward_general(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
                                 reverse, reset_after, training, acts, clip, input_forget,
                                 w_peep)
+    kargs, finish = _prepare_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                     lengths, reverse, reset_after, training, packed,
+                                     _config.get_num_threads())
+    _kernels.forward(*kargs)
+    return finish()
+
+
+def _prepare_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse,
+                     reset_after, training, packed, nthreads):
+    """The fast path's kernel arguments (outputs and workspace allocated) and the
+    function that turns them into layer_forward's result after the kernel ran."""
     wpack = None
     if packed is not None:
         if packed.key != _pack_key(cell, x.dtype, w_ih, w_hh, w_hr, reset_after):
@@ -170,37 +182,76 @@ def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=No
     ws_hn = take((T, N, H), dtype) if training and gru else None
     if lengths is not None:
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-    _kernels.forward(_CELL_CODES[cell], _dtype_code(dtype), T, N, I, H, P,
-                     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
-                     reverse, reset_after, training, _config.get_num_threads(),
-                     y, h_n, c_n, gx, ws_c, ws_m, ws_hn, wpack)
-    cache = None
-    if not training:
-        workspace.give(gx)
-    else:
-        cache = _Cache()
-        cache.cell, cache.reverse, cache.reset_after = cell, bool(reverse), bool(reset_after)
-        cache.dims = (T, N, I, H, P)
-        cache.lengths = lengths
-        x_kept = x
-        if lengths is not None and N and int(lengths.min()) < T:
-            # dW_ih sums over all T*N rows in one GEMM; the gate gradients of padded
-            # steps are zero, and the inputs there must be too (0 * NaN would be NaN)
-            x_kept = take((T, N, I), dtype)
-            np.copyto(x_kept, x)
-            x_kept[np.arange(T)[:, None] >= lengths[None, :]] = 0
-        cache.x, cache.h0, cache.c0 = x_kept, h0, c0
-        cache.w_ih, cache.w_hh, cache.w_hr = w_ih, w_hh, w_hr
-        cache.has_bias = b_ih is not None
-        hs = take((T, N, P), dtype)
-        np.copyto(hs, y)
-        cache.gates, cache.hs = gx, hs
-        cache.ws_c, cache.ws_m, cache.ws_hn = ws_c, ws_m, ws_hn
-        cache.acts = None
-        # the cache's buffers go back to the workspace when the cache is freed
-        weakref.finalize(cache, workspace.give, gx, hs, ws_c, ws_m, ws_hn,
-                         x_kept if x_kept is not x else None)
-    return y, h_n, c_n, cache
+    kargs = (_CELL_CODES[cell], _dtype_code(dtype), T, N, I, H, P,
+             x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
+             bool(reverse), bool(reset_after), bool(training), int(nthreads),
+             y, h_n, c_n, gx, ws_c, ws_m, ws_hn, wpack)
+
+    def finish():
+        cache = None
+        if not training:
+            workspace.give(gx)
+        else:
+            cache = _Cache()
+            cache.cell, cache.reverse, cache.reset_after = cell, bool(reverse), bool(reset_after)
+            cache.dims = (T, N, I, H, P)
+            cache.lengths = lengths
+            x_kept = x
+            if lengths is not None and N and int(lengths.min()) < T:
+                # dW_ih sums over all T*N rows in one GEMM; the gate gradients of padded
+                # steps are zero, and the inputs there must be too (0 * NaN would be NaN)
+                x_kept = take((T, N, I), dtype)
+                np.copyto(x_kept, x)
+                x_kept[np.arange(T)[:, None] >= lengths[None, :]] = 0
+            cache.x, cache.h0, cache.c0 = x_kept, h0, c0
+            cache.w_ih, cache.w_hh, cache.w_hr = w_ih, w_hh, w_hr
+            cache.has_bias = b_ih is not None
+            hs = take((T, N, P), dtype)
+            np.copyto(hs, y)
+            cache.gates, cache.hs = gx, hs
+            cache.ws_c, cache.ws_m, cache.ws_hn = ws_c, ws_m, ws_hn
+            cache.acts = None
+            # the cache's buffers go back to the workspace when the cache is freed
+            weakref.finalize(cache, workspace.give, gx, hs, ws_c, ws_m, ws_hn,
+                             x_kept if x_kept is not x else None)
+        return y, h_n, c_n, cache
+
+    return kargs, finish
+
+
+def _pairs_directions():
+    """Whether the two directions of a bidirectional layer run at once, one per thread:
+    with exactly 2 or 3 threads (each direction then runs single-threaded, without a
+    barrier per step; more threads are better spent inside each direction)."""
+    return _kernels.openmp_enabled() and _config.get_num_threads() in (2, 3)
+
+
+def _is_fast(kw):
+    return (kw.get("acts") is None and kw.get("clip") is None
+            and not kw.get("input_forget") and kw.get("w_peep") is None)
+
+
+def layer_forward_pair(kw0, kw1):
+    """The two directions of one bidirectional layer: ``layer_forward(**kw0)`` and
+    ``layer_forward(**kw1)``, run at once, one per thread, where that pays (see
+    :func:`_pairs_directions`); otherwise one after the other. Results are bitwise the
+    same either way."""
+    if not (_pairs_directions() and _is_fast(kw0) and _is_fast(kw1)):
+        return layer_forward(**kw0), layer_forward(**kw1)
+    prepared = []
+    for kw in (kw0, kw1):
+        kw = dict(kw)
+        for k in ("acts", "clip", "input_forget", "w_peep"):
+            kw.pop(k, None)
+        kw.setdefault("w_hr", None)
+        kw.setdefault("lengths", None)
+        kw.setdefault("reverse", False)
+        kw.setdefault("reset_after", True)
+        kw.setdefault("training", False)
+        kw.setdefault("packed", None)
+        prepared.append(_prepare_forward(nthreads=1, **kw))
+    _kernels.forward_pair(prepared[0][0], prepared[1][0])
+    return prepared[0][1](), prepared[1][1]()
 
 
 def _forward_general(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse,
@@ -261,6 +312,15 @@ def layer_backward(cache, dy, dh_n=None, dc_n=None):
     A cache of the general kernels (ONNX options: ``cache.acts`` set) runs their
     backward, which also gives the peephole gradient ``'weight_peep'``.
     """
+    kargs, general, finish = _prepare_backward(cache, dy, dh_n, dc_n,
+                                               _config.get_num_threads())
+    _kernels.backward(*kargs, **general)
+    return finish()
+
+
+def _prepare_backward(cache, dy, dh_n, dc_n, nthreads):
+    """layer_backward's kernel arguments (positional, and the general path's keywords)
+    and the function that returns its result after the kernel ran."""
     c = cache
     T, N, I, H, P = c.dims
     dtype = c.x.dtype
@@ -284,18 +344,33 @@ def layer_backward(cache, dy, dh_n=None, dc_n=None):
     dgx = take((T, N, GH), dtype)
     dgh = take((T, N, GH), dtype) if gru and c.reset_after else None
     dhtot = take((T, N, P), dtype) if c.w_hr is not None else None
-    _kernels.backward(_CELL_CODES[c.cell], _dtype_code(dtype), T, N, I, H, P,
-                      c.reverse, c.reset_after, _config.get_num_threads(), c.lengths,
-                      c.x, c.h0, c.c0, c.w_ih, c.w_hh, c.w_hr, c.has_bias,
-                      c.gates, c.hs, c.ws_c, c.ws_m, c.ws_hn, dy, dh_n, dc_n,
-                      dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dgx, dgh, dhtot,
-                      **general)
-    workspace.give(dgx, dgh, dhtot)
-    grads = {"x": dx, "h0": dh0, "c0": dc0, "weight_ih": dw_ih, "weight_hh": dw_hh,
-             "bias_ih": db_ih, "bias_hh": db_hh, "weight_hr": dw_hr}
-    if dw_peep is not None:
-        grads["weight_peep"] = dw_peep
-    return grads
+    kargs = (_CELL_CODES[c.cell], _dtype_code(dtype), T, N, I, H, P,
+             c.reverse, c.reset_after, int(nthreads), c.lengths,
+             c.x, c.h0, c.c0, c.w_ih, c.w_hh, c.w_hr, c.has_bias,
+             c.gates, c.hs, c.ws_c, c.ws_m, c.ws_hn, dy, dh_n, dc_n,
+             dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dgx, dgh, dhtot)
+
+    def finish():
+        workspace.give(dgx, dgh, dhtot)
+        grads = {"x": dx, "h0": dh0, "c0": dc0, "weight_ih": dw_ih, "weight_hh": dw_hh,
+                 "bias_ih": db_ih, "bias_hh": db_hh, "weight_hr": dw_hr}
+        if dw_peep is not None:
+            grads["weight_peep"] = dw_peep
+        return grads
+
+    return kargs, general, finish
+
+
+def layer_backward_pair(args0, args1):
+    """BPTT of both directions of one bidirectional layer: ``layer_backward(*args0)`` and
+    ``layer_backward(*args1)`` (each ``(cache, dy, dh_n, dc_n)``), at once, one per
+    thread, where that pays; bitwise the same results as one after the other."""
+    if not (_pairs_directions() and args0[0].acts is None and args1[0].acts is None):
+        return layer_backward(*args0), layer_backward(*args1)
+    k0, _, f0 = _prepare_backward(*args0, nthreads=1)
+    k1, _, f1 = _prepare_backward(*args1, nthreads=1)
+    _kernels.backward_pair(k0, k1)
+    return f0(), f1()
 
 
 def layer_forward_into(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reset_after,

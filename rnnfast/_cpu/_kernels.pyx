@@ -131,10 +131,14 @@ cdef extern from "rnnfast.h" nogil:
     int64_t rf_pack_forward_size(const rf_fwd_args *a)
     int rf_pack_forward(const rf_fwd_args *a, void *dst)
     int rf_backward(const rf_bwd_args *a)
+    int rf_forward_pair(const rf_fwd_args *a0, const rf_fwd_args *a1)
+    int rf_backward_pair(const rf_bwd_args *a0, const rf_bwd_args *a1)
     int rf_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                 const void *a, int64_t lda, const void *b, int64_t ldb, int beta_one,
                 void *c, int64_t ldc, int nthreads)
     int rf_isa()
+    void rf_set_decomposition(int mode)
+    int rf_get_decomposition()
     const char *rf_isa_name()
     int rf_openmp_enabled()
     int rf_openmp_max_threads()
@@ -207,32 +211,62 @@ def forward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, int
     if clip > 0 or input_forget or w_peep is not None:
         raise ValueError("internal: clip, input_forget and w_peep need acts (the general path)")
     cdef rf_fwd_args a
+    cdef int st
+    _fill_fwd(&a, (cell, dtype, T, N, I, H, P, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                   lengths, reverse, reset_after, training, nthreads, y, h_n, c_n, gx,
+                   ws_c, ws_m, ws_hn, wpack))
+    with nogil:
+        st = rf_forward(&a)
+    if st != 0:
+        raise MemoryError("rnnfast: out of memory for the forward scratch buffers")
+
+
+def forward_pair(tuple args0, tuple args1):
+    """Both directions of a bidirectional layer at once, one thread each (rf_forward_pair).
+
+    Each tuple holds the positional arguments of :func:`forward` (fast path only, up to
+    and including `wpack`); the arrays of the two must not overlap where written.
+    """
+    cdef rf_fwd_args a0, a1
+    cdef int st
+    _fill_fwd(&a0, args0)
+    _fill_fwd(&a1, args1)
+    with nogil:
+        st = rf_forward_pair(&a0, &a1)
+    if st != 0:
+        raise MemoryError("rnnfast: out of memory for the forward scratch buffers")
+
+
+cdef int _fill_fwd(rf_fwd_args *ap, tuple args) except -1:
+    """Check the arrays of a fast-path forward and fill its argument struct."""
+    (cell, dtype, T, N, I, H, P, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
+     reverse, reset_after, training, nthreads, y, h_n, c_n, gx, ws_c, ws_m, ws_hn,
+     wpack) = args
     cdef int tn = _typenum(dtype)
     cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
-    cdef int st
-    memset(&a, 0, sizeof(a))
-    a.cell, a.dtype, a.reverse, a.reset_after = cell, dtype, reverse, reset_after
-    a.training, a.nthreads = training, nthreads
-    a.T, a.N, a.isz, a.H, a.P = T, N, I, H, P
-    a.lengths = <const int64_t *>_ptr(lengths, "lengths", cnp.NPY_INT64, N)
-    a.x = _ptr(x, "x", tn, T * N * I)
-    a.h0 = _ptr(h0, "h0", tn, N * P)
-    a.c0 = _ptr(c0, "c0", tn, N * H)
-    a.w_ih = _ptr(w_ih, "w_ih", tn, G * H * I)
-    a.w_hh = _ptr(w_hh, "w_hh", tn, G * H * P)
-    a.b_ih = _ptr(b_ih, "b_ih", tn, G * H)
-    a.b_hh = _ptr(b_hh, "b_hh", tn, G * H)
-    a.w_hr = _ptr(w_hr, "w_hr", tn, P * H)
-    a.y = _wptr(y, "y", tn, T * N * P)
-    a.h_n = _wptr(h_n, "h_n", tn, N * P)
-    a.c_n = _wptr(c_n, "c_n", tn, N * H)
-    a.gx = _wptr(gx, "gx", tn, T * N * G * H)
-    a.ws_c = _wptr(ws_c, "ws_c", tn, T * N * H)
-    a.ws_m = _wptr(ws_m, "ws_m", tn, T * N * H)
-    a.ws_hn = _wptr(ws_hn, "ws_hn", tn, T * N * H)
+    memset(ap, 0, sizeof(rf_fwd_args))
+    ap.cell, ap.dtype, ap.reverse, ap.reset_after = cell, dtype, reverse, reset_after
+    ap.training, ap.nthreads = training, nthreads
+    ap.T, ap.N, ap.isz, ap.H, ap.P = T, N, I, H, P
+    ap.lengths = <const int64_t *>_ptr(lengths, "lengths", cnp.NPY_INT64, N)
+    ap.x = _ptr(x, "x", tn, T * N * I)
+    ap.h0 = _ptr(h0, "h0", tn, N * P)
+    ap.c0 = _ptr(c0, "c0", tn, N * H)
+    ap.w_ih = _ptr(w_ih, "w_ih", tn, G * H * I)
+    ap.w_hh = _ptr(w_hh, "w_hh", tn, G * H * P)
+    ap.b_ih = _ptr(b_ih, "b_ih", tn, G * H)
+    ap.b_hh = _ptr(b_hh, "b_hh", tn, G * H)
+    ap.w_hr = _ptr(w_hr, "w_hr", tn, P * H)
+    ap.y = _wptr(y, "y", tn, T * N * P)
+    ap.h_n = _wptr(h_n, "h_n", tn, N * P)
+    ap.c_n = _wptr(c_n, "c_n", tn, N * H)
+    ap.gx = _wptr(gx, "gx", tn, T * N * G * H)
+    ap.ws_c = _wptr(ws_c, "ws_c", tn, T * N * H)
+    ap.ws_m = _wptr(ws_m, "ws_m", tn, T * N * H)
+    ap.ws_hn = _wptr(ws_hn, "ws_hn", tn, T * N * H)
     if wpack is not None:
-        a.wpack = _ptr(wpack, "wpack", tn, rf_pack_forward_size(&a))
-        if (<size_t>a.wpack) % 64 != 0:
+        ap.wpack = _ptr(wpack, "wpack", tn, rf_pack_forward_size(ap))
+        if (<size_t>ap.wpack) % 64 != 0:
             raise ValueError("internal: wpack is not 64-byte aligned")
     if (b_ih is None) != (b_hh is None):
         raise ValueError("internal: b_ih and b_hh must both be given or both be None")
@@ -241,10 +275,7 @@ def forward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, int
     if training and ((cell == 2 and ws_c is None) or (w_hr is not None and ws_m is None)
                      or (cell == 3 and ws_hn is None)):
         raise ValueError("internal: training workspace missing")
-    with nogil:
-        st = rf_forward(&a)
-    if st != 0:
-        raise MemoryError("rnnfast: out of memory for the forward scratch buffers")
+    return 0
 
 
 cdef _forward_general(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H,
@@ -351,39 +382,69 @@ def backward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, in
     if clip > 0 or input_forget or w_peep is not None or dw_peep is not None:
         raise ValueError("internal: clip, input_forget and w_peep need acts (the general path)")
     cdef rf_bwd_args a
+    cdef int st
+    _fill_bwd(&a, (cell, dtype, T, N, I, H, P, reverse, reset_after, nthreads, lengths,
+                   x, h0, c0, w_ih, w_hh, w_hr, has_bias, gates, hs, ws_c, ws_m, ws_hn,
+                   dy, dh_n, dc_n, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dgx,
+                   dgh, dhtot))
+    with nogil:
+        st = rf_backward(&a)
+    if st != 0:
+        raise MemoryError("rnnfast: out of memory for the backward scratch buffers")
+
+
+def backward_pair(tuple args0, tuple args1):
+    """Both directions' BPTT at once, one thread each (rf_backward_pair).
+
+    Each tuple holds the positional arguments of :func:`backward` (fast path only).
+    """
+    cdef rf_bwd_args a0, a1
+    cdef int st
+    _fill_bwd(&a0, args0)
+    _fill_bwd(&a1, args1)
+    with nogil:
+        st = rf_backward_pair(&a0, &a1)
+    if st != 0:
+        raise MemoryError("rnnfast: out of memory for the backward scratch buffers")
+
+
+cdef int _fill_bwd(rf_bwd_args *ap, tuple args) except -1:
+    """Check the arrays of a fast-path backward and fill its argument struct."""
+    (cell, dtype, T, N, I, H, P, reverse, reset_after, nthreads, lengths, x, h0, c0,
+     w_ih, w_hh, w_hr, has_bias, gates, hs, ws_c, ws_m, ws_hn, dy, dh_n, dc_n, dx, dh0,
+     dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dgx, dgh, dhtot) = args
     cdef int tn = _typenum(dtype)
     cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
-    cdef int st
-    memset(&a, 0, sizeof(a))
-    a.cell, a.dtype, a.reverse, a.reset_after, a.nthreads = cell, dtype, reverse, reset_after, nthreads
-    a.T, a.N, a.isz, a.H, a.P = T, N, I, H, P
-    a.lengths = <const int64_t *>_ptr(lengths, "lengths", cnp.NPY_INT64, N)
-    a.x = _ptr(x, "x", tn, T * N * I)
-    a.h0 = _ptr(h0, "h0", tn, N * P)
-    a.c0 = _ptr(c0, "c0", tn, N * H)
-    a.w_ih = _ptr(w_ih, "w_ih", tn, G * H * I)
-    a.w_hh = _ptr(w_hh, "w_hh", tn, G * H * P)
-    a.w_hr = _ptr(w_hr, "w_hr", tn, P * H)
-    a.has_bias = has_bias
-    a.gates = _ptr(gates, "gates", tn, T * N * G * H)
-    a.hs = _ptr(hs, "hs", tn, T * N * P)
-    a.ws_c = _ptr(ws_c, "ws_c", tn, T * N * H)
-    a.ws_m = _ptr(ws_m, "ws_m", tn, T * N * H)
-    a.ws_hn = _ptr(ws_hn, "ws_hn", tn, T * N * H)
-    a.dy = _ptr(dy, "dy", tn, T * N * P)
-    a.dh_n = _ptr(dh_n, "dh_n", tn, N * P)
-    a.dc_n = _ptr(dc_n, "dc_n", tn, N * H)
-    a.dx = _wptr(dx, "dx", tn, T * N * I)
-    a.dh0 = _wptr(dh0, "dh0", tn, N * P)
-    a.dc0 = _wptr(dc0, "dc0", tn, N * H)
-    a.dw_ih = _wptr(dw_ih, "dw_ih", tn, G * H * I)
-    a.dw_hh = _wptr(dw_hh, "dw_hh", tn, G * H * P)
-    a.db_ih = _wptr(db_ih, "db_ih", tn, G * H)
-    a.db_hh = _wptr(db_hh, "db_hh", tn, G * H)
-    a.dw_hr = _wptr(dw_hr, "dw_hr", tn, P * H)
-    a.dgx = _wptr(dgx, "dgx", tn, T * N * G * H)
-    a.dgh = _wptr(dgh, "dgh", tn, T * N * G * H)
-    a.dhtot = _wptr(dhtot, "dhtot", tn, T * N * P)
+    memset(ap, 0, sizeof(rf_bwd_args))
+    ap.cell, ap.dtype, ap.reverse, ap.reset_after, ap.nthreads = cell, dtype, reverse, reset_after, nthreads
+    ap.T, ap.N, ap.isz, ap.H, ap.P = T, N, I, H, P
+    ap.lengths = <const int64_t *>_ptr(lengths, "lengths", cnp.NPY_INT64, N)
+    ap.x = _ptr(x, "x", tn, T * N * I)
+    ap.h0 = _ptr(h0, "h0", tn, N * P)
+    ap.c0 = _ptr(c0, "c0", tn, N * H)
+    ap.w_ih = _ptr(w_ih, "w_ih", tn, G * H * I)
+    ap.w_hh = _ptr(w_hh, "w_hh", tn, G * H * P)
+    ap.w_hr = _ptr(w_hr, "w_hr", tn, P * H)
+    ap.has_bias = has_bias
+    ap.gates = _ptr(gates, "gates", tn, T * N * G * H)
+    ap.hs = _ptr(hs, "hs", tn, T * N * P)
+    ap.ws_c = _ptr(ws_c, "ws_c", tn, T * N * H)
+    ap.ws_m = _ptr(ws_m, "ws_m", tn, T * N * H)
+    ap.ws_hn = _ptr(ws_hn, "ws_hn", tn, T * N * H)
+    ap.dy = _ptr(dy, "dy", tn, T * N * P)
+    ap.dh_n = _ptr(dh_n, "dh_n", tn, N * P)
+    ap.dc_n = _ptr(dc_n, "dc_n", tn, N * H)
+    ap.dx = _wptr(dx, "dx", tn, T * N * I)
+    ap.dh0 = _wptr(dh0, "dh0", tn, N * P)
+    ap.dc0 = _wptr(dc0, "dc0", tn, N * H)
+    ap.dw_ih = _wptr(dw_ih, "dw_ih", tn, G * H * I)
+    ap.dw_hh = _wptr(dw_hh, "dw_hh", tn, G * H * P)
+    ap.db_ih = _wptr(db_ih, "db_ih", tn, G * H)
+    ap.db_hh = _wptr(db_hh, "db_hh", tn, G * H)
+    ap.dw_hr = _wptr(dw_hr, "dw_hr", tn, P * H)
+    ap.dgx = _wptr(dgx, "dgx", tn, T * N * G * H)
+    ap.dgh = _wptr(dgh, "dgh", tn, T * N * G * H)
+    ap.dhtot = _wptr(dhtot, "dhtot", tn, T * N * P)
     if has_bias and (db_ih is None or db_hh is None):
         raise ValueError("internal: bias gradients missing")
     if cell == 2 and (c0 is None or dc0 is None or ws_c is None):
@@ -392,10 +453,7 @@ def backward(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H, in
         raise ValueError("internal: projection workspace missing")
     if cell == 3 and (ws_hn is None or (reset_after and dgh is None)):
         raise ValueError("internal: GRU workspace missing")
-    with nogil:
-        st = rf_backward(&a)
-    if st != 0:
-        raise MemoryError("rnnfast: out of memory for the backward scratch buffers")
+    return 0
 
 
 cdef _backward_general(int cell, int dtype, int64_t T, int64_t N, int64_t I, int64_t H,
@@ -494,3 +552,21 @@ def openmp_enabled():
 def openmp_max_threads():
     """OpenMP's default team size in this process."""
     return rf_openmp_max_threads()
+
+
+_DECOMPOSITIONS = ("auto", "units", "batch")
+
+
+def set_decomposition(str mode):
+    """Force how the kernels' time loops split among threads: 'units' (each thread a
+    slice of hidden units, a barrier per step), 'batch' (each thread whole sequences,
+    no barrier) or 'auto' (by shape, the default). Results are bitwise the same; for
+    tests and benchmarks only (process-wide, not thread-safe)."""
+    if mode not in _DECOMPOSITIONS:
+        raise ValueError(f"set_decomposition: mode must be one of {_DECOMPOSITIONS}, got {mode!r}")
+    rf_set_decomposition(_DECOMPOSITIONS.index(mode))
+
+
+def get_decomposition():
+    """The mode set by :func:`set_decomposition`."""
+    return _DECOMPOSITIONS[rf_get_decomposition()]
