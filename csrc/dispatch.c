@@ -16,7 +16,8 @@
     int rf_gemm_##isa(int, int, int, int64_t, int64_t, int64_t, const void *, int64_t,    \
                       const void *, int64_t, int, void *, int64_t, int);                   \
     int rf_gen_forward_##isa(const rf_gen_fwd_args *a);                                   \
-    int rf_gen_backward_##isa(const rf_gen_bwd_args *a);
+    int rf_gen_backward_##isa(const rf_gen_bwd_args *a);                                 \
+    double rf_stream_read_##isa(const void *p, int64_t nbytes, int reps, int nthreads);
 #ifdef RF_HAVE_X86_VARIANTS
 RF_DECLARE(avx512)
 RF_DECLARE(avx2)
@@ -143,6 +144,17 @@ int rf_gemm(int dtype, int ta, int tb, int64_t m, int64_t n, int64_t k, const vo
     case RF_ISA_AVX2: return rf_gemm_avx2(dtype, ta, tb, m, n, k, a, lda, b, ldb, beta_one, c, ldc, nthreads);
 #endif
     default: return rf_gemm_base(dtype, ta, tb, m, n, k, a, lda, b, ldb, beta_one, c, ldc, nthreads);
+    }
+}
+
+double rf_stream_read(const void *p, int64_t nbytes, int reps, int nthreads)
+{
+    switch (rf_isa()) {
+#ifdef RF_HAVE_X86_VARIANTS
+    case RF_ISA_AVX512: return rf_stream_read_avx512(p, nbytes, reps, nthreads);
+    case RF_ISA_AVX2: return rf_stream_read_avx2(p, nbytes, reps, nthreads);
+#endif
+    default: return rf_stream_read_base(p, nbytes, reps, nthreads);
     }
 }
 

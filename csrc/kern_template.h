@@ -78,6 +78,11 @@ int RF_ENTRY(rf_gemm)(int dtype, int ta, int tb, int64_t m, int64_t n, int64_t k
     return RF_F64(gemm)(ta, tb, m, n, k, A, lda, B, ldb, beta_one, C, ldc, nthreads);
 }
 
+double RF_ENTRY(rf_stream_read)(const void *p, int64_t nbytes, int reps, int nthreads)
+{
+    return RF_F32(stream_read)((const float *)p, nbytes / (int64_t)sizeof(float), reps, nthreads);
+}
+
 /* the general path (csrc/general_impl.h) of this variant */
 int RF_ENTRY(rf_gen_forward)(const rf_gen_fwd_args *a)
 {

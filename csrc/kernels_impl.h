@@ -723,6 +723,44 @@ static void FN(colsum)(int64_t m, int64_t n, const REAL *A, int64_t lda, REAL *o
 
 /* Zero the rows (t, n) with t >= lengths[n] of a (T, N, width) buffer: workspaces are
    reused across calls, and the hoisted products read padded rows as zeros. */
+/* Read n elements `reps` times (blocks of 8 vectors; the last thread adds the tail),
+   split among the threads as the kernels split weight panels, and return their sum so
+   the reads cannot be elided: the read bandwidth a kernel streaming its weights could
+   reach (rnnfast bench reports the batch-1 shapes against it). */
+static double FN(stream_read)(const REAL *p, int64_t n, int reps, int nthreads)
+{
+    const int64_t nblk = n / (8 * VL);
+    double total = 0;
+#pragma omp parallel num_threads(nthreads) reduction(+ : total)
+    {
+        int64_t b0, b1;
+        rf_split(nblk, &b0, &b1);
+        VEC s[8];
+        for (int j = 0; j < 8; j++)
+            s[j] = FN(vsplat)(0);
+        for (int r = 0; r < reps; r++)
+            for (int64_t b = b0; b < b1; b++) {
+                const REAL *q = p + b * 8 * VL;
+                for (int j = 0; j < 8; j++)
+                    s[j] += FN(vload)(q + j * VL);
+            }
+        for (int j = 1; j < 8; j++)
+            s[0] += s[j];
+        for (int64_t l = 0; l < VL; l++)
+            total += (double)s[0][l];
+#ifdef _OPENMP
+        const int last = omp_get_thread_num() == omp_get_num_threads() - 1;
+#else
+        const int last = 1;
+#endif
+        if (last)   /* the last thread also reads the tail */
+            for (int r = 0; r < reps; r++)
+                for (int64_t i = nblk * 8 * VL; i < n; i++)
+                    total += (double)p[i];
+    }
+    return total;
+}
+
 static void FN(zero_padded)(REAL *buf, int64_t T, int64_t N, int64_t width, const int64_t *lens)
 {
     if (buf == NULL || lens == NULL)

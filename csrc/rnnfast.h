@@ -161,6 +161,10 @@ int rf_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k
             const void *a, int64_t lda, const void *b, int64_t ldb, int beta_one,
             void *c, int64_t ldc, int nthreads);
 
+/* Sum of a float32 buffer read `reps` times with `nthreads` threads (each its own
+ * contiguous part): a read-bandwidth probe for benchmarks. */
+double rf_stream_read(const void *p, int64_t nbytes, int reps, int nthreads);
+
 int rf_isa(void);                 /* the kernel variant selected for this CPU */
 const char *rf_isa_name(void);
 int rf_openmp_enabled(void);

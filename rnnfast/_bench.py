@@ -979,8 +979,48 @@ def memory_subprocess(runner_name, shape, threads, seed=SEED, timeout=600):
 
 
 # ------------------------------------------------------------------------------ run
+def weight_bytes(shape):
+    """Bytes of weights one inference call must read at least, if the recurrent weights
+    do not stay in the core's caches from one step to the next: per layer and
+    direction, W_ih once (the input projection of all steps) and W_hh once per step.
+    Returns ``(per_call, recurrent)``; ``recurrent`` is the size of all W_hh."""
+    item = np.dtype(DTYPE).itemsize
+    per_call = recurrent = 0
+    for layer in range(shape.L):
+        i_l = shape.input_size if layer == 0 else shape.D * shape.H
+        g_h = shape.gates * shape.H
+        per_call += shape.D * g_h * (i_l + shape.T * shape.H) * item
+        recurrent += shape.D * g_h * shape.H * item
+    return per_call, recurrent
+
+
+def measure_read_bandwidth(nbytes, threads, repeats=5, target_s=0.02):
+    """Best-of-``repeats`` read rate (GB/s) of a float32 buffer of ``nbytes`` bytes,
+    read over and over by rnnfast's own vector loop with ``threads`` threads, each its
+    contiguous part (as the kernels split the weights): the rate at which a kernel
+    could stream weights of that size from wherever they sit (L2, L3 or memory).
+    None without the compiled backend."""
+    try:
+        from ._cpu import _kernels
+    except ImportError:
+        return None
+    buf = np.ones(max(1, nbytes // 4), np.float32)
+    read = buf.nbytes
+    _kernels.stream_read(buf, 1, threads)
+    t0 = time.perf_counter()
+    _kernels.stream_read(buf, 1, threads)
+    one = max(time.perf_counter() - t0, 1e-7)
+    reps = max(1, min(100000, int(target_s / one)))
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _kernels.stream_read(buf, reps, threads)
+        best = max(best, read * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 def run(shapes=None, threads=None, peers=PEERS, rounds=None, quick=False, memory=True,
-        sgemm=True, seed=SEED, runners=None, warmup=None, min_time=None, settle=True,
+        sgemm=True, bandwidth=True, seed=SEED, runners=None, warmup=None, min_time=None, settle=True,
         tol=TOL, sgemm_n=2048, load_window=0.5, log=None):
     """Run the benchmark and return the report (a JSON-able dict).
 
@@ -993,6 +1033,9 @@ def run(shapes=None, threads=None, peers=PEERS, rounds=None, quick=False, memory
     memory : measure the peak extra memory of the training step of shapes with
         ``Shape.memory`` (T2, T5, M1) for rnnfast and PyTorch, in fresh processes
     sgemm : measure the machine's sgemm rate (NumPy and rnnfast's GEMM, ``sgemm_n``³)
+    bandwidth : for batch-1 inference shapes, measure the read bandwidth for a buffer
+        the size of their recurrent weights and compare the rate rnnfast streamed its
+        weights at (:func:`weight_bytes`, :func:`measure_read_bandwidth`)
     runners : explicit list of :class:`Runner` objects (rnnfast first), for tests
     settle : before each timed sample, wait until the previous library's thread pool
         stops spinning (:func:`quiesce`)
@@ -1059,6 +1102,19 @@ def run(shapes=None, threads=None, peers=PEERS, rounds=None, quick=False, memory
             for res in results:
                 if "gflops" in res:
                     res["frac_sgemm"] = res["gflops"] / sg["best"]
+        if bandwidth:
+            for shape, res in zip(shapes, results):
+                rn = res["runners"].get("rnnfast", {})
+                if shape.training or shape.N != 1 or "median_ms" not in rn:
+                    continue
+                per_call, recurrent = weight_bytes(shape)
+                quiesce()
+                bw = measure_read_bandwidth(recurrent, threads)
+                streamed = per_call / (rn["median_ms"] * 1e-3) / 1e9
+                res["bandwidth"] = {"weights_mib": recurrent / 2 ** 20,
+                                    "bytes_per_call": per_call,
+                                    "streamed_gbs": streamed, "read_gbs": bw,
+                                    "frac_read": streamed / bw if bw else None}
         if memory:
             for shape, res in zip(shapes, results):
                 if not (shape.memory and shape.training):
@@ -1217,6 +1273,24 @@ def format_report(report):
             _fmt_ms(r[n]["first_ms"]) if "median_ms" in r.get(n, {}) else _cell(r.get(n, {}))
             for n in names])
     out += _table(rows, "l" + "r" * len(names))
+    bws = [res for res in report["shapes"] if res.get("bandwidth")]
+    if bws:
+        out.append("")
+        out.append("batch-1 weight streaming: weights read per call = W_ih once + W_hh every "
+                   "step (per layer and direction) / rnnfast's median time,")
+        out.append("against the read rate of a buffer the size of W_hh (rnnfast's vector "
+                   "read loop, same threads, best of 5): how close to the cache bandwidth.")
+        rows = [["id", "W_hh MiB", "streamed GB/s", "read GB/s", "%read"]]
+        for res in bws:
+            b = res["bandwidth"]
+            rows.append([res["shape"]["id"], f"{b['weights_mib']:.2f}",
+                         f"{b['streamed_gbs']:.1f}",
+                         f"{b['read_gbs']:.1f}" if b.get("read_gbs") else "n/a",
+                         f"{100 * b['frac_read']:.0f}%" if b.get("frac_read") else "-"])
+        out += _table(rows, "lrrrr")
+        if any((res["bandwidth"].get("frac_read") or 0) > 1 for res in bws):
+            out.append("%read above 100%: the weights stayed in a faster cache than the "
+                       "probe's buffer (or the probe ran while the machine was busy).")
     mem = [res for res in report["shapes"] if res.get("memory")]
     if mem:
         out.append("")

@@ -106,6 +106,35 @@ def test_shapes_and_flops():
     assert {k for k, v in B.SHAPES.items() if v.memory} == {"T2", "T5", "M1"}
 
 
+def test_weight_bytes_and_bandwidth_block():
+    # L2: LSTM H512, W_ih once + W_hh at each of 25 steps, float32
+    per_call, rec = B.weight_bytes(B.SHAPES["L2"])
+    assert rec == 4 * 512 * 512 * 4 and per_call == 4 * 512 * (512 + 25 * 512) * 4
+    per_call, rec = B.weight_bytes(B.SHAPES["L7"])   # two directions
+    assert rec == 2 * 4 * 256 * 256 * 4
+    bw = B.measure_read_bandwidth(1 << 20, 1, repeats=2, target_s=0.001)
+    assert bw is None or bw > 0
+    batch1 = B.Shape("X4", "gru", 8, 1, 5)
+    report = B.run(shapes=[batch1, TINY[0]], runners=[B.get_runner("rnnfast")], threads=1,
+                   rounds=1, warmup=1, min_time=0.0, memory=False, sgemm=False,
+                   settle=False, load_window=0, log=lambda m: None)
+    b = report["shapes"][0]["bandwidth"]
+    assert b["bytes_per_call"] == B.weight_bytes(batch1)[0] and b["streamed_gbs"] > 0
+    assert "bandwidth" not in report["shapes"][1]     # N = 2: not a batch-1 shape
+    assert "batch-1 weight streaming" in B.format_report(report)
+
+
+def test_stream_read_sums_what_it_reads():
+    kernels = pytest.importorskip("rnnfast._cpu._kernels")
+    for n in (0, 5, 1000, 4099):   # whole vector blocks and a tail
+        a = np.arange(n, dtype=np.float32)
+        assert kernels.stream_read(a, 3, 2) == pytest.approx(3 * float(a.sum()))
+    with pytest.raises(ValueError, match="reps"):
+        kernels.stream_read(a, 0, 1)
+    with pytest.raises(TypeError, match="dtype"):
+        kernels.stream_read(a.astype(np.float64), 1, 1)
+
+
 def test_cli_rejects_unknown_shape(capsys):
     from rnnfast.__main__ import main
     assert main(["bench", "--shapes", "L1,ZZ9"]) == 2

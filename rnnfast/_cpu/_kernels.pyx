@@ -137,6 +137,7 @@ cdef extern from "rnnfast.h" nogil:
                 const void *a, int64_t lda, const void *b, int64_t ldb, int beta_one,
                 void *c, int64_t ldc, int nthreads)
     int rf_isa()
+    double rf_stream_read(const void *p, int64_t nbytes, int reps, int nthreads)
     void rf_set_decomposition(int mode)
     int rf_get_decomposition()
     const char *rf_isa_name()
@@ -537,6 +538,20 @@ def gemm(a, b, c, bint trans_a=False, bint trans_b=False, bint accumulate=False,
                      nthreads)
     if st != 0:
         raise MemoryError("rnnfast: out of memory in gemm")
+
+
+def stream_read(buf, int reps=1, int nthreads=1):
+    """Read the float32 array `buf` `reps` times with `nthreads` threads (vector loads,
+    each thread its contiguous part) and return the sum of everything read: a
+    read-bandwidth probe for benchmarks."""
+    if reps < 1 or nthreads < 1:
+        raise ValueError("stream_read: reps and nthreads must be >= 1")
+    cdef const void *p = _ptr(buf, "buf", cnp.NPY_FLOAT32, buf.size)
+    cdef int64_t nbytes = buf.size * 4
+    cdef double total
+    with nogil:
+        total = rf_stream_read(p, nbytes, reps, nthreads)
+    return total
 
 
 def isa_name():
