@@ -1019,6 +1019,43 @@ def measure_read_bandwidth(nbytes, threads, repeats=5, target_s=0.02):
     return best
 
 
+def measure_call_overhead(threads, rounds=7, calls=2000):
+    """Median time (us) of one call of an eval-mode GRU with H = 8, N = 1, T = 1 (the
+    kernel's own work is well under a microsecond): the per-call cost of the Python
+    API, the G1 target's "single-step call from Python". Also the same through a
+    :class:`rnnfast.Streamer`. None without the compiled backend."""
+    import rnnfast
+    try:
+        from ._cpu import _kernels  # noqa: F401
+    except ImportError:
+        return None
+    from . import _config
+    saved = _config._num_threads
+    _config.set_num_threads(threads)
+    try:
+        layer = rnnfast.nn.GRU(8, 8, seed=0).eval()
+        x = np.ones((1, 1, 8), DTYPE)
+        h = np.zeros((1, 1, 8), DTYPE)
+        streamer = rnnfast.Streamer(layer, batch_size=1, max_chunk=1)
+        out = np.empty((1, 1, 8), DTYPE)
+        res = {}
+        for name, fn in (("layer_us", lambda: layer(x, h)),
+                         ("streamer_us", lambda: streamer.step(x, out=out))):
+            for _ in range(3):
+                fn()
+            ts = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                ts.append((time.perf_counter() - t0) / calls * 1e6)
+            res[name] = statistics.median(ts)
+            res[name.replace("_us", "_min_us")] = min(ts)
+        return res
+    finally:
+        _config._num_threads = saved
+
+
 def run(shapes=None, threads=None, peers=PEERS, rounds=None, quick=False, memory=True,
         sgemm=True, bandwidth=True, seed=SEED, runners=None, warmup=None, min_time=None, settle=True,
         tol=TOL, sgemm_n=2048, load_window=0.5, log=None):
@@ -1078,6 +1115,8 @@ def run(shapes=None, threads=None, peers=PEERS, rounds=None, quick=False, memory
             log(f"measuring sgemm ({sgemm_n}^3 float32) ...")
             env["sgemm"] = measure_sgemm(threads, sgemm_n, st["sgemm_repeats"])
             quiesce()
+        if sgemm:
+            env["call_overhead"] = measure_call_overhead(threads)
         results = []
         for shape in shapes:
             t0 = time.perf_counter()
@@ -1191,6 +1230,11 @@ def format_report(report):
         out.append(f"sgemm    : {sg['n']}^3 float32, best of {sg['repeats']}{when}: NumPy "
                    f"{sg['numpy']:.0f} GFLOP/s, rnnfast gemm {rn} GFLOP/s; %sgemm is "
                    f"relative to the better, {sg['best']:.0f} GFLOP/s")
+    co = h.get("call_overhead")
+    if co:
+        out.append(f"per call : {co['layer_us']:.1f} us median ({co['layer_min_us']:.1f} best)"
+                   f" for layer(x, h) of an eval GRU H8 N1 T1 (the Python API's cost per "
+                   f"call; kernel work < 1 us); Streamer.step {co['streamer_us']:.1f} us")
     if t:
         out.append(f"timing   : median of {t['rounds']} rounds after {t['warmup']} warm-up "
                    f"call(s); runners interleaved in each round ({', '.join(t['order'])}); "

@@ -71,18 +71,23 @@ def get_num_threads():
     The environment variables are read at the first call (and again after
     ``set_num_threads(None)``), not at every kernel call.
     """
-    global _default_threads
+    global _default_threads, _omp_max
     if _num_threads is not None:
         wanted = _num_threads
     else:
         if _default_threads is None:
             _default_threads = _threads_from_env() or _available_cpus()
         wanted = _default_threads
-    try:
-        from ._cpu._kernels import openmp_max_threads
-    except ImportError:  # compiled core not built: only the reference backend runs
-        return wanted
-    return max(1, min(wanted, openmp_max_threads()))
+    if _omp_max is None:   # looked up once: an import per kernel call costs ~2 us
+        try:
+            from ._cpu._kernels import openmp_max_threads as _omp_max
+        except ImportError:  # compiled core not built: only the reference backend runs
+            return wanted
+    # asked every call: threadpoolctl and omp_set_num_threads change it at run time
+    return max(1, min(wanted, _omp_max()))
+
+
+_omp_max = None
 
 
 def _cpu_info():

@@ -154,6 +154,7 @@ class _RNNBase:
         self._checked_sig = None   # signature of the parameters last validated
         self._packs = None         # inference: weights packed for the compiled kernels
         self._locked = []          # parameters made read-only while _packs is in use
+        self._fast = None          # inference fast path (see _forward_fast)
         if init:
             self.reset_parameters()
 
@@ -304,6 +305,7 @@ class _RNNBase:
             arr.flags.writeable = True
         self._locked = []
         self._packs = None
+        self._fast = None
 
     # ------------------------------------------------------------------ compute
     def _params(self):
@@ -333,7 +335,112 @@ class _RNNBase:
                 arr.flags.writeable = False
                 self._locked.append(arr)
 
+    # Inference fast path. A call's cost at small sizes is Python: the general path
+    # validates the configuration, every parameter and the inputs in about 35 us. Once
+    # an eval-mode call has validated and packed the weights, later calls with the
+    # same parameter arrays and configuration, and inputs that are plainly valid
+    # (ndarrays of the layer's dtype, C-contiguous, the right sizes, no lengths), go
+    # straight to the kernels: the same kernel calls with the same arguments, so the
+    # same bits. Anything else takes the general path, with its errors.
+    _FAST_SCRATCH_MAX = 1 << 16   # gx scratch up to this many bytes: np.empty, not the pool
+
+    def _fast_key(self):
+        return (self._backend, self.dtype, self.batch_first, self.training,
+                getattr(self, "nonlinearity", None), self.input_size, self.hidden_size,
+                self.num_layers, self.proj_size, self.bidirectional, self.bias,
+                self.reset_after)
+
+    def _build_fast(self, cell, params, packs):
+        """Record what _forward_fast needs after a validated eval call (or nothing)."""
+        from . import _config
+        from ._cpu import _kernels, workspace
+        if self.bidirectional or packs is None or not self._default_semantics():
+            return
+        dtype = np.dtype(self.dtype)
+        for a in params.values():
+            if (type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous):
+                return
+        G = {"lstm": 4, "gru": 3}.get(cell, 1)
+        H, P = self.hidden_size, self.proj_size or self.hidden_size
+        layers = []
+        for layer, nm in enumerate(_F._names(self.num_layers, 1, self.bias,
+                                             self.proj_size)):
+            layers.append((self.input_size if layer == 0 else P,
+                           params[nm["weight_ih"]], params[nm["weight_hh"]],
+                           params[nm["bias_ih"]] if self.bias else None,
+                           params[nm["bias_hh"]] if self.bias else None,
+                           params[nm["weight_hr"]] if self.proj_size else None,
+                           packs[layer].data))
+        codes = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
+        self._fast = (self._fast_key(), tuple(params.values()), codes[cell],
+                      0 if dtype == np.float32 else 1, dtype, G, H, P, layers,
+                      _kernels.forward_stack, _config.get_num_threads, workspace)
+
+    def _forward_fast(self, x, hx):
+        """The eval-mode forward for plainly valid inputs, or None (general path)."""
+        f = self._fast
+        if f is None or f[0] != self._fast_key():
+            return None
+        (_, saved, code, dtc, dtype, G, H, P, layers, kstack, nthreads, ws) = f
+        d = self.__dict__
+        for name, a in zip(self._param_names, saved):
+            if d.get(name) is not a:
+                return None
+        if type(x) is not np.ndarray or x.dtype != dtype or not x.flags.c_contiguous:
+            return None
+        unbatched = x.ndim == 2
+        if unbatched:
+            T, I = x.shape
+            N = 1
+            x = x.reshape(T, 1, I)
+        elif x.ndim == 3 and not self.batch_first:
+            T, N, I = x.shape
+        else:
+            return None
+        L = len(layers)
+        lstm = code == 2
+        if I != layers[0][0] or T == 0 or N == 0 or T * N * (G * H + P) > (1 << 24):
+            return None   # (the general path checks huge sizes against the memory)
+        h0 = c0 = None
+        if hx is not None:
+            if lstm:
+                if type(hx) not in (tuple, list) or len(hx) != 2:
+                    return None
+                h0, c0 = hx
+                if (type(c0) is not np.ndarray or c0.dtype != dtype
+                        or c0.shape != ((L, H) if unbatched else (L, N, H))
+                        or not c0.flags.c_contiguous):
+                    return None
+            else:
+                h0 = hx
+            if (type(h0) is not np.ndarray or h0.dtype != dtype
+                    or h0.shape != ((L, P) if unbatched else (L, N, P))
+                    or not h0.flags.c_contiguous):
+                return None
+            if unbatched:
+                h0 = h0.reshape(L, 1, P)
+                c0 = c0.reshape(L, 1, H) if lstm else None
+        nbytes = T * N * G * H * dtype.itemsize
+        small = nbytes <= self._FAST_SCRATCH_MAX
+        gx = np.empty((T, N, G * H), dtype) if small else ws.take((T, N, G * H), dtype)
+        try:
+            y, h_n, c_n = kstack(code, dtc, T, N, H, P, self.reset_after, nthreads(),
+                                 layers, x, h0, c0, gx)
+        finally:
+            if not small:
+                ws.give(gx)
+        self._cache = None
+        self._cache_state = "eval"
+        if unbatched:
+            return _F.RNNOutput(y.reshape(T, P), h_n.reshape(L, P),
+                                None if c_n is None else c_n.reshape(L, H), None)
+        return _F.RNNOutput(y, h_n, c_n, None)
+
     def _forward(self, x, hx, lengths):
+        if lengths is None and self._fast is not None:
+            out = self._forward_fast(x, hx)
+            if out is not None:
+                return out
         owner = type(self).__name__
         cell = self._cell
         if cell.startswith("rnn"):
@@ -365,6 +472,8 @@ class _RNNBase:
             checked_config=True, checked_params=checked, packs=packs,
             copy_params=not training, options=self._options)
         self._checked_sig = sig
+        if packs is not None and self._fast is None:
+            self._build_fast(cell, params, packs)
         if training:
             # backward reads the weights this forward used: they stay read-only until
             # the cache is released (as PyTorch refuses in-place edits of parameters a

@@ -238,6 +238,73 @@ def forward_pair(tuple args0, tuple args1):
         raise MemoryError("rnnfast: out of memory for the forward scratch buffers")
 
 
+def forward_stack(int cell, int dtype, int64_t T, int64_t N, int64_t H, int64_t P,
+                  bint reset_after, int nthreads, list layers, x, h0, c0, gx):
+    """Inference forward of a unidirectional stack on packed weights, in one call: the
+    layers' fast path (rnnfast.nn). `layers` holds per layer (I_l, w_ih, w_hh, b_ih,
+    b_hh, w_hr, wpack); `x` (T, N, I_0); `h0` (L, N, P) and `c0` (L, N, H) or None
+    (zeros); `gx` (T, N, G*H) scratch. Every array is checked as in `forward`. Returns
+    fresh (y, h_n, c_n) of shapes (T, N, P), (L, N, P), (L, N, H) or None."""
+    cdef rf_fwd_args a
+    cdef int tn = _typenum(dtype)
+    cdef int64_t G = 4 if cell == 2 else (3 if cell == 3 else 1)
+    cdef int64_t L = len(layers), itemsize = 4 if dtype == 0 else 8, layer, I_l
+    cdef int st
+    cdef cnp.npy_intp dims[3]
+    if L < 1 or T < 1 or N < 1:
+        raise ValueError("internal: forward_stack needs L, T, N >= 1")
+    cdef char *ph0 = <char *>_ptr(h0, "h0", tn, L * N * P)
+    cdef char *pc0 = <char *>_ptr(c0, "c0", tn, L * N * H)
+    dims[0], dims[1], dims[2] = L, N, P
+    h_n = cnp.PyArray_EMPTY(3, dims, tn, 0)
+    c_n = None
+    if cell == 2:
+        dims[2] = H
+        c_n = cnp.PyArray_EMPTY(3, dims, tn, 0)
+    zeros = None
+    if ph0 == NULL or (cell == 2 and pc0 == NULL):
+        dims[0], dims[1] = N, (H if H > P else P)
+        zeros = cnp.PyArray_ZEROS(2, dims, tn, 0)
+    cdef char *phn = <char *>cnp.PyArray_DATA(<cnp.ndarray>h_n)
+    cdef char *pcn = <char *>cnp.PyArray_DATA(<cnp.ndarray>c_n) if c_n is not None else NULL
+    cdef void *pz = cnp.PyArray_DATA(<cnp.ndarray>zeros) if zeros is not None else NULL
+    cdef void *pgx = _wptr(gx, "gx", tn, T * N * G * H)
+    inp = x
+    y = None
+    for layer in range(L):
+        I_l, w_ih, w_hh, b_ih, b_hh, w_hr, wpack = layers[layer]
+        dims[0], dims[1], dims[2] = T, N, P
+        y = cnp.PyArray_EMPTY(3, dims, tn, 0)
+        memset(&a, 0, sizeof(a))
+        a.cell, a.dtype, a.reverse, a.reset_after = cell, dtype, 0, reset_after
+        a.training, a.nthreads = 0, nthreads
+        a.T, a.N, a.isz, a.H, a.P = T, N, I_l, H, P
+        a.x = _ptr(inp, "x", tn, T * N * I_l)
+        a.h0 = ph0 + layer * N * P * itemsize if ph0 != NULL else pz
+        a.c0 = (pc0 + layer * N * H * itemsize if pc0 != NULL else pz) if cell == 2 else NULL
+        a.w_ih = _ptr(w_ih, "w_ih", tn, G * H * I_l)
+        a.w_hh = _ptr(w_hh, "w_hh", tn, G * H * P)
+        a.b_ih = _ptr(b_ih, "b_ih", tn, G * H)
+        a.b_hh = _ptr(b_hh, "b_hh", tn, G * H)
+        a.w_hr = _ptr(w_hr, "w_hr", tn, P * H)
+        if (b_ih is None) != (b_hh is None):
+            raise ValueError("internal: b_ih and b_hh must both be given or both be None")
+        a.y = cnp.PyArray_DATA(<cnp.ndarray>y)
+        a.h_n = phn + layer * N * P * itemsize
+        a.c_n = pcn + layer * N * H * itemsize if cell == 2 else NULL
+        a.gx = pgx
+        if wpack is not None:
+            a.wpack = _ptr(wpack, "wpack", tn, rf_pack_forward_size(&a))
+            if (<size_t>a.wpack) % 64 != 0:
+                raise ValueError("internal: wpack is not 64-byte aligned")
+        with nogil:
+            st = rf_forward(&a)
+        if st != 0:
+            raise MemoryError("rnnfast: out of memory for the forward scratch buffers")
+        inp = y
+    return y, h_n, c_n
+
+
 cdef int _fill_fwd(rf_fwd_args *ap, tuple args) except -1:
     """Check the arrays of a fast-path forward and fill its argument struct."""
     (cell, dtype, T, N, I, H, P, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
