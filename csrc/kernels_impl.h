@@ -773,17 +773,22 @@ static void FN(zero_padded)(REAL *buf, int64_t T, int64_t N, int64_t width, cons
 /* Pack everything the forward multiplies by (W_ih, the W_hh gates that read h, the GRU
  * candidate's W_hn, the LSTM projection) for unit blocks [ub0, ub1) and projection
  * blocks [pb0, pb1), into the layout of rf_pack_forward's buffer. */
+/* Pack this thread's unit blocks of W_ih into `win` (unless NULL) and of the recurrent
+   weights (W_hh; W_hn for GRU reset-before; W_hr's P-blocks) into `wmain`. */
 static void FN(pack_forward_blocks)(const rf_fwd_args *a, int64_t ub0, int64_t ub1,
-                                    int64_t pb0, int64_t pb1, REAL *win)
+                                    int64_t pb0, int64_t pb1, REAL *win, REAL *wmain)
 {
     const int lstm = a->cell == RF_LSTM, gru_before = a->cell == RF_GRU && !a->reset_after;
     const int proj = lstm && a->w_hr != NULL;
     const int64_t I = a->isz, H = a->H, P = a->P, G = rf_gate_count(a->cell);
     const int64_t nub = rf_round_up(H, VL) / VL;
     const int Gm = gru_before ? 2 : (int)G;
-    REAL *wmain = win + nub * I * G * VL, *wcand = wmain + nub * P * Gm * VL;
+    REAL *wcand = wmain + nub * P * Gm * VL;
     REAL *wproj = wcand + (gru_before ? nub * H * VL : 0);
-    FN(pack_gates)(a->w_ih, H, I, (int)G, 0, ub0, ub1, win);
+    if (win != NULL)
+        FN(pack_gates)(a->w_ih, H, I, (int)G, 0, ub0, ub1, win);
+    if (wmain == NULL)
+        return;
     FN(pack_gates)(a->w_hh, H, P, Gm, 0, ub0, ub1, wmain);
     if (gru_before)
         FN(pack_gates)(a->w_hh, H, H, 1, 2 * H, ub0, ub1, wcand);
@@ -811,7 +816,8 @@ static int FN(pack_forward)(const rf_fwd_args *a, REAL *dst)
         int64_t ub0, ub1, pb0, pb1;
         rf_split(nub, &ub0, &ub1);
         rf_split(npb, &pb0, &pb1);
-        FN(pack_forward_blocks)(a, ub0, ub1, pb0, pb1, dst);
+        FN(pack_forward_blocks)(a, ub0, ub1, pb0, pb1, dst,
+                                dst + nub * a->isz * rf_gate_count(a->cell) * VL);
     }
     return RF_OK;
 }
@@ -868,16 +874,23 @@ static int FN(forward)(const rf_fwd_args *a)
     const size_t n_cand = gru_before ? (size_t)(nub * H * VL) : 0;
     const size_t n_proj = proj ? (size_t)(npb * H * VL) : 0;
     const int prepacked = a->wpack != NULL;
-    const size_t n_packs = prepacked ? 0 : n_in + n_main + n_cand + n_proj;
-    const size_t n_scratch = (size_t)(G * Hp + Hp + 2 * N * Pp + 2 * N * Hp) + n_packs;
+    /* packed per call (training, or no prepacked weights): W_ih is only read by the
+       input projection, before the time loop, so the recurrent weights are packed over
+       it afterwards: the buffer is the larger of the two, about the size of the
+       backward's own pack, and one cached buffer serves both without growing (no
+       page faults per step, no extra peak memory) */
+    const size_t n_rec = n_main + n_cand + n_proj;
+    const size_t n_packs = prepacked ? 0 : (hoist_gemm ? n_rec : (n_in > n_rec ? n_in : n_rec));
+    const size_t n_scratch = (size_t)(G * Hp + Hp + 2 * N * Pp + 2 * N * Hp);
     REAL *scratch = rf_scratch(RF_SLOT_STATE, n_scratch * sizeof(REAL));
     int64_t *act_all = rf_scratch(RF_SLOT_ACTIVE, (size_t)(nt * N) * sizeof(int64_t));
-    if (scratch == NULL || act_all == NULL)
+    REAL *packbuf = prepacked ? (REAL *)a->wpack : rf_scratch(RF_SLOT_PACK, n_packs * sizeof(REAL));
+    if (scratch == NULL || act_all == NULL || packbuf == NULL)
         return RF_ENOMEM;
     REAL *bsum = scratch, *bhn = bsum + G * Hp, *hA = bhn + Hp, *hB = hA + N * Pp;
     REAL *cst = hB + N * Pp, *mbuf = cst + N * Hp;
-    REAL *win = prepacked ? (REAL *)a->wpack : mbuf + N * Hp;
-    REAL *wmain = win + n_in, *wcand = wmain + n_main, *wproj = wcand + n_cand;
+    REAL *win = packbuf;
+    REAL *wmain = prepacked ? win + n_in : packbuf, *wcand = wmain + n_main, *wproj = wcand + n_cand;
     memset(scratch, 0, (size_t)(G * Hp + Hp + 2 * N * Pp + 2 * N * Hp) * sizeof(REAL));
     for (int64_t q = 0; q < G; q++)
         for (int64_t u = 0; u < H; u++) {
@@ -902,9 +915,10 @@ static int FN(forward)(const rf_fwd_args *a)
         rf_split(nub, &ub0, &ub1);
         rf_split(npb, &pb0, &pb1);
         /* each thread packs, and later reads, only its own unit blocks: no sync needed
-           (by sequences it reads all of them: one barrier before the time loop) */
-        if (!prepacked)
-            FN(pack_forward_blocks)(a, ub0, ub1, pb0, pb1, win);
+           for W_ih (the recurrent pack, which overwrites it, waits for every thread's
+           projection; by sequences every thread reads all blocks: one barrier after) */
+        if (!prepacked && !hoist_gemm)
+            FN(pack_forward_blocks)(a, ub0, ub1, pb0, pb1, win, NULL);
 #ifdef _OPENMP
         int64_t *act = act_all + (int64_t)omp_get_thread_num() * N;
 #else
@@ -954,6 +968,11 @@ static int FN(forward)(const rf_fwd_args *a)
                             FN(vstore_n)(gx + rows[r] * GH + q * H + u0, o[r][q], nu);
                 }
             }
+        }
+        if (!prepacked) {
+            if (!hoist_gemm)
+                rf_barrier_wait(&bar, &sense);   /* every projection has read W_ih */
+            FN(pack_forward_blocks)(a, ub0, ub1, pb0, pb1, NULL, wmain);
         }
         if (bpar) {
             rf_barrier_wait(&bar, &sense);
@@ -1143,9 +1162,13 @@ static int FN(backward)(const rf_bwd_args *a)
     const size_t n_t3 = (size_t)(nsp * 4 * GHrec * VL);
     const size_t n_tr = proj ? (size_t)(nsu * 4 * P * VL) : 0;
     const size_t n_tn = gru_before ? (size_t)(nsu * 4 * H * VL) : 0;
-    REAL *scratch = rf_scratch(RF_SLOT_STATE, (n_state + n_t3 + n_tr + n_tn) * sizeof(REAL));
+    REAL *scratch = rf_scratch(RF_SLOT_STATE, n_state * sizeof(REAL));
     int64_t *act_all = rf_scratch(RF_SLOT_ACTIVE, (size_t)(nt * (N > 0 ? N : 1)) * sizeof(int64_t));
-    if (scratch == NULL || act_all == NULL)
+    /* the forward's pack of the same weights is about this size: reuse its buffer,
+       unless it is much larger (a different problem ran last on this thread) */
+    rf_scratch_trim(RF_SLOT_PACK, (n_t3 + n_tr + n_tn) * sizeof(REAL) + RF_SCRATCH_KEEP);
+    REAL *packbuf = rf_scratch(RF_SLOT_PACK, (n_t3 + n_tr + n_tn) * sizeof(REAL));
+    if (scratch == NULL || act_all == NULL || packbuf == NULL)
         return RF_ENOMEM;
     memset(scratch, 0, n_state * sizeof(REAL));
     FN(zero_padded)(dgx, T, N, GH, lens);
@@ -1153,7 +1176,7 @@ static int FN(backward)(const rf_bwd_args *a)
     FN(zero_padded)(dhtot, T, N, P, lens);
     REAL *dhA = scratch, *dhB = dhA + N * Pp, *dc = dhB + N * Pp, *dm = dc + N * Hp;
     REAL *drh = dm + N * Hp, *gfirst = drh + N * Hp;
-    REAL *wt3 = gfirst + rf_round_up(N * GH, VL), *wtr = wt3 + n_t3, *wtn = wtr + n_tr;
+    REAL *wt3 = packbuf, *wtr = wt3 + n_t3, *wtn = wtr + n_tr;
     for (int64_t n = 0; n < N; n++) {
         if (a->dh_n) {
             memcpy(dhA + n * Pp, (const REAL *)a->dh_n + n * P, (size_t)P * sizeof(REAL));

@@ -27,7 +27,7 @@ static inline void *rf_aligned_alloc(size_t bytes)
  * exits. Never free() what this returns. */
 #include <pthread.h>
 enum { RF_SLOT_STATE, RF_SLOT_ACTIVE, RF_SLOT_GEMM_B, RF_SLOT_GEMM_A, RF_SLOT_GEN_W,
-       RF_SLOT_GEN_S, RF_SCRATCH_SLOTS };
+       RF_SLOT_GEN_S, RF_SLOT_PACK, RF_SCRATCH_SLOTS };
 typedef struct {
     void *buf[RF_SCRATCH_SLOTS];
     size_t cap[RF_SCRATCH_SLOTS];
@@ -72,6 +72,23 @@ static inline void *rf_scratch(int slot, size_t bytes)
         set->cap[slot] = set->buf[slot] ? bytes : 0;
     }
     return set->buf[slot];
+}
+
+/* Free this thread's buffer of `slot` if it holds more than `keep` bytes: a buffer kept
+ * from a larger problem must not add to the peak memory of the next, smaller one (the
+ * weights a training call packs for itself, RF_SLOT_PACK, are as large as the weights;
+ * measured: 11 MiB more than PyTorch's peak in a GRU H=1024 training step). */
+#define RF_SCRATCH_KEEP ((size_t)8 << 20)
+static inline void rf_scratch_trim(int slot, size_t keep)
+{
+    if (!rf_scratch_key_ok)
+        return;
+    rf_scratch_set *set = pthread_getspecific(rf_scratch_key);
+    if (set != NULL && set->cap[slot] > keep) {
+        free(set->buf[slot]);
+        set->buf[slot] = NULL;
+        set->cap[slot] = 0;
+    }
 }
 
 /* This thread's contiguous share [lo, hi) of n items; depends only on n and the team. */
