@@ -344,11 +344,13 @@ class _RNNBase:
     # same bits. Anything else takes the general path, with its errors.
     _FAST_SCRATCH_MAX = 1 << 16   # gx scratch up to this many bytes: np.empty, not the pool
 
-    def _fast_key(self):
-        return (self._backend, self.dtype, self.batch_first, self.training,
-                getattr(self, "nonlinearity", None), self.input_size, self.hidden_size,
-                self.num_layers, self.proj_size, self.bidirectional, self.bias,
-                self.reset_after)
+    def __setattr__(self, name, value):
+        # any public attribute (a parameter, training, batch_first, nonlinearity, the
+        # backend, ...) may change what a call does: the fast path is rebuilt after the
+        # next validated call
+        if name[0] != "_":
+            self.__dict__["_fast"] = None
+        object.__setattr__(self, name, value)
 
     def _build_fast(self, cell, params, packs):
         """Record what _forward_fast needs after a validated eval call (or nothing)."""
@@ -372,60 +374,58 @@ class _RNNBase:
                            params[nm["weight_hr"]] if self.proj_size else None,
                            packs[layer].data))
         codes = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
-        self._fast = (self._fast_key(), tuple(params.values()), codes[cell],
-                      0 if dtype == np.float32 else 1, dtype, G, H, P, layers,
+        self._fast = (codes[cell], 0 if dtype == np.float32 else 1, dtype, G, H, P,
+                      len(layers), self.input_size, layers, bool(self.reset_after),
                       _kernels.forward_stack, _config.get_num_threads, workspace)
 
     def _forward_fast(self, x, hx):
-        """The eval-mode forward for plainly valid inputs, or None (general path)."""
-        f = self._fast
-        if f is None or f[0] != self._fast_key():
+        """The eval-mode forward for plainly valid inputs, or None (general path).
+
+        Only reached while ``self._fast`` is set: after a validated eval-mode call with
+        packed weights, and with no public attribute set since (``__setattr__``)."""
+        (code, dtc, dtype, G, H, P, L, I0, layers, reset_after, kstack, nthreads,
+         ws) = self._fast
+        # (dtype identity: NumPy's native builtin dtypes are singletons; anything else,
+        # a byte-swapped dtype say, just takes the general path)
+        if type(x) is not np.ndarray or x.dtype is not dtype or not x.flags.c_contiguous:
             return None
-        (_, saved, code, dtc, dtype, G, H, P, layers, kstack, nthreads, ws) = f
-        d = self.__dict__
-        for name, a in zip(self._param_names, saved):
-            if d.get(name) is not a:
-                return None
-        if type(x) is not np.ndarray or x.dtype != dtype or not x.flags.c_contiguous:
-            return None
-        unbatched = x.ndim == 2
+        shape = x.shape
+        unbatched = len(shape) == 2
         if unbatched:
-            T, I = x.shape
+            T, I = shape
             N = 1
             x = x.reshape(T, 1, I)
-        elif x.ndim == 3 and not self.batch_first:
-            T, N, I = x.shape
+        elif len(shape) == 3 and not self.batch_first:
+            T, N, I = shape
         else:
             return None
-        L = len(layers)
-        lstm = code == 2
-        if I != layers[0][0] or T == 0 or N == 0 or T * N * (G * H + P) > (1 << 24):
+        if I != I0 or T == 0 or N == 0 or T * N * (G * H + P) > (1 << 24):
             return None   # (the general path checks huge sizes against the memory)
         h0 = c0 = None
         if hx is not None:
-            if lstm:
-                if type(hx) not in (tuple, list) or len(hx) != 2:
+            if code == 2:
+                if type(hx) is not tuple and type(hx) is not list or len(hx) != 2:
                     return None
                 h0, c0 = hx
-                if (type(c0) is not np.ndarray or c0.dtype != dtype
+                if (type(c0) is not np.ndarray or c0.dtype is not dtype
                         or c0.shape != ((L, H) if unbatched else (L, N, H))
                         or not c0.flags.c_contiguous):
                     return None
             else:
                 h0 = hx
-            if (type(h0) is not np.ndarray or h0.dtype != dtype
+            if (type(h0) is not np.ndarray or h0.dtype is not dtype
                     or h0.shape != ((L, P) if unbatched else (L, N, P))
                     or not h0.flags.c_contiguous):
                 return None
             if unbatched:
                 h0 = h0.reshape(L, 1, P)
-                c0 = c0.reshape(L, 1, H) if lstm else None
+                c0 = c0.reshape(L, 1, H) if code == 2 else None
         nbytes = T * N * G * H * dtype.itemsize
         small = nbytes <= self._FAST_SCRATCH_MAX
         gx = np.empty((T, N, G * H), dtype) if small else ws.take((T, N, G * H), dtype)
         try:
-            y, h_n, c_n = kstack(code, dtc, T, N, H, P, self.reset_after, nthreads(),
-                                 layers, x, h0, c0, gx)
+            y, h_n, c_n = kstack(code, dtc, T, N, H, P, reset_after, nthreads(), layers,
+                                 x, h0, c0, gx)
         finally:
             if not small:
                 ws.give(gx)
@@ -437,7 +437,7 @@ class _RNNBase:
         return _F.RNNOutput(y, h_n, c_n, None)
 
     def _forward(self, x, hx, lengths):
-        if lengths is None and self._fast is not None:
+        if lengths is None and self._fast is not None and not self.training:
             out = self._forward_fast(x, hx)
             if out is not None:
                 return out
