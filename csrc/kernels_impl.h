@@ -727,7 +727,7 @@ static void FN(colsum)(int64_t m, int64_t n, const REAL *A, int64_t lda, REAL *o
    split among the threads as the kernels split weight panels, and return their sum so
    the reads cannot be elided: the read bandwidth a kernel streaming its weights could
    reach (rnnfast bench reports the batch-1 shapes against it). */
-static double FN(stream_read)(const REAL *p, int64_t n, int reps, int nthreads)
+__attribute__((unused)) static double FN(stream_read)(const REAL *p, int64_t n, int reps, int nthreads)
 {
     const int64_t nblk = n / (8 * VL);
     double total = 0;
