@@ -419,6 +419,76 @@ static inline void FN(gate_product_pair)(int G, int64_t K, const REAL *wa, const
     }
 }
 
+/* One batch row against Q_ adjacent unit blocks (G_ gates each, the blocks' panels
+   `wstride` elements apart): Q_ * G_ independent FMA chains, where a row against one
+   block alone has G_ and runs at the FMA latency rather than its throughput. Each
+   output is one sequential chain over k, exactly as in RF_TILE with C = 1 (G = 3, 4). */
+#define RF_TILEQ(G_, Q_)                                                                   \
+    static inline void FN(tileq_g##G_)(int64_t K, const REAL *restrict w0,                 \
+                                       int64_t wstride, const REAL *h, VEC *outq[])        \
+    {                                                                                      \
+        VEC acc[Q_][G_];                                                                   \
+        for (int q = 0; q < Q_; q++)                                                       \
+            for (int g = 0; g < G_; g++)                                                   \
+                acc[q][g] = (VEC){0};                                                      \
+        for (int64_t k = 0; k < K; k++) {                                                  \
+            const REAL hv = h[k];                                                          \
+            for (int q = 0; q < Q_; q++)                                                   \
+                for (int g = 0; g < G_; g++)                                               \
+                    acc[q][g] += hv * *(const VEC *)(w0 + q * wstride + (k * G_ + g) * VL); \
+        }                                                                                  \
+        for (int q = 0; q < Q_; q++)                                                       \
+            for (int g = 0; g < G_; g++)                                                   \
+                outq[q][g] = acc[q][g];                                                    \
+    }
+/* blocks per group: 12 accumulators (+ broadcast + weight vector) fit AVX2's 16 */
+#define RF_Q4 3
+#define RF_Q3 4
+RF_TILEQ(4, RF_Q4)
+RF_TILEQ(3, RF_Q3)
+#define RF_QMAX 4
+#ifndef RF_ROWS_MAX
+#define RF_ROWS_MAX 24
+#endif
+
+/* The gate products of nq <= RF_QMAX adjacent unit blocks (G = 3 or 4) for a batch of
+   at least one full row tile: full row tiles per block, then each leftover row against
+   the whole group at once (Q * G chains instead of G). */
+static inline void FN(gate_product_group)(int G, int64_t K, const REAL *w0, int64_t wstride,
+                                          int64_t nq, const REAL *const *hr, int64_t nrows,
+                                          VEC outg[][RF_ROWS_MAX][4])
+{
+    const int64_t nb = G == 4 ? NB4 : NB3, qfull = G == 4 ? RF_Q4 : RF_Q3;
+    const int64_t full = nrows / nb * nb;
+    for (int64_t q = 0; q < nq; q++)
+        FN(gate_product)(G, K, w0 + q * wstride, hr, full, outg[q]);
+    for (int64_t r = full; r < nrows; r++) {
+        if (nq == qfull) {
+            VEC *outq[RF_QMAX];
+            for (int64_t q = 0; q < nq; q++)
+                outq[q] = outg[q][r];
+            if (G == 4)
+                FN(tileq_g4)(K, w0, wstride, hr[r], outq);
+            else
+                FN(tileq_g3)(K, w0, wstride, hr[r], outq);
+            continue;
+        }
+        int64_t q = 0;
+        for (; q + 2 <= nq; q += 2) {
+            if (G == 4)
+                FN(tile2_g4)(K, w0 + q * wstride, w0 + (q + 1) * wstride, hr[r], outg[q][r], outg[q + 1][r]);
+            else
+                FN(tile2_g3)(K, w0 + q * wstride, w0 + (q + 1) * wstride, hr[r], outg[q][r], outg[q + 1][r]);
+        }
+        for (; q < nq; q++) {
+            if (G == 4)
+                FN(tile_g4_nb1)(K, w0 + q * wstride, hr + r, outg[q] + r);
+            else
+                FN(tile_g3_nb1)(K, w0 + q * wstride, hr + r, outg[q] + r);
+        }
+    }
+}
+
 /* Single-gate products (the backward's dh W, and similar): four adjacent unit blocks per
    tile so each broadcast of an input feeds four FMAs. Blocks live in separate [k][VL]
    streams `stride` elements apart; counts are padded to whole groups of four. */
@@ -864,6 +934,7 @@ static int FN(forward)(const rf_fwd_args *a)
     const int64_t Hp = rf_round_up(H, VL), Pp = rf_round_up(P, VL);
     const int64_t nub = Hp / VL, npb = Pp / VL;
     const int Gm = gru_before ? 2 : (int)G;      /* gates whose product reads h */
+    const int64_t qg = Gm == 4 ? RF_Q4 : Gm == 3 ? RF_Q3 : 2;   /* unit blocks per group */
     /* the decomposition of the time loop (rf_decomposition in rnnfast.h): by hidden
        units (threads synchronise once per step) or by sequences (none at all) */
     const int bpar = rf_batch_parallel(a->nthreads, N, (double)GH * P * sizeof(REAL));
@@ -928,6 +999,7 @@ static int FN(forward)(const rf_fwd_args *a)
         REAL *hc = hA, *hx = hB;
         const REAL *hr[RF_ROWS_MAX];
         VEC out[RF_ROWS_MAX][4], out2[RF_ROWS_MAX][4];
+        VEC outg[RF_QMAX][RF_ROWS_MAX][4];
         /* the input projection of every valid step, hoisted out of the time loop; the
            thread projects the unit blocks it will own in the loop, so no barrier */
         const int rnn = !lstm && !gru;
@@ -984,23 +1056,30 @@ static int FN(forward)(const rf_fwd_args *a)
             for (int64_t n = n0; n < n1; n++)
                 if (!lens || s < lens[n])
                     act[na++] = n;
-            /* 1. gates that read h_{t-1}, fused with the cell update; unit blocks go
-               in pairs so that single rows still get enough independent FMA chains */
-            for (int64_t ubp = ub0; ubp < ub1; ubp += 2) {
-                const int pair = ubp + 1 < ub1;
+            /* 1. gates that read h_{t-1}, fused with the cell update. Unit blocks go
+               in pairs, so that single rows still get enough independent FMA chains;
+               with at least one full row tile (LSTM/GRU), in groups of qg, so that
+               the rows left over after the full tiles run against the whole group */
+            const int64_t step_q = (Gm >= 3 && na % RF_ROWS_MAX >= (Gm == 4 ? NB4 : NB3)
+                                    && na % ((Gm == 4) ? NB4 : NB3) != 0) ? qg : 2;
+            for (int64_t ubp = ub0; ubp < ub1; ubp += step_q) {
+                const int64_t nq = rf_min64(step_q, ub1 - ubp);
                 for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                     const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                     for (int64_t r = 0; r < nr; r++)
                         hr[r] = hc + act[i0 + r] * Pp;
-                    if (pair)
+                    if (step_q != 2)
+                        FN(gate_product_group)(Gm, P, wmain + ubp * P * Gm * VL, P * Gm * VL,
+                                               nq, hr, nr, outg);
+                    else if (nq == 2)
                         FN(gate_product_pair)(Gm, P, wmain + ubp * P * Gm * VL,
-                                              wmain + (ubp + 1) * P * Gm * VL, hr, nr, out, out2);
+                                              wmain + (ubp + 1) * P * Gm * VL, hr, nr, outg[0], outg[1]);
                     else
-                        FN(gate_product)(Gm, P, wmain + ubp * P * Gm * VL, hr, nr, out);
-                  for (int half = 0; half <= pair; half++) {
+                        FN(gate_product)(Gm, P, wmain + ubp * P * Gm * VL, hr, nr, outg[0]);
+                  for (int64_t half = 0; half < nq; half++) {
                     const int64_t ub = ubp + half;
                     const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
-                    VEC (*o)[4] = half ? out2 : out;
+                    VEC (*o)[4] = outg[half];
                     for (int64_t r = 0; r < nr; r++) {
                         const int64_t n = act[i0 + r];
                         const int64_t row = rf_step_time(lens, T, n, s, reverse) * N + n;
