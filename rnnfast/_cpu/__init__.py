@@ -158,6 +158,25 @@ def layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=No
     return finish()
 
 
+def _new_cache(cell, reverse, reset_after, x, lengths, h0, c0, H, P):
+    """A training cache holding the call's inputs. dW_ih sums over all T*N rows in one
+    GEMM; the gate gradients of padded steps are zero, and the inputs there must be too
+    (0 * NaN would be NaN): with lengths, the cache keeps a copy of x (from the
+    workspace) with its padded rows zeroed."""
+    T, N, I = x.shape
+    cache = _Cache()
+    cache.cell, cache.reverse, cache.reset_after = cell, bool(reverse), bool(reset_after)
+    cache.dims = (T, N, I, H, P)
+    cache.lengths = lengths
+    x_kept = x
+    if lengths is not None and N and int(lengths.min()) < T:
+        x_kept = workspace.take((T, N, I), x.dtype)
+        np.copyto(x_kept, x)
+        x_kept[np.arange(T)[:, None] >= lengths[None, :]] = 0
+    cache.x, cache.h0, cache.c0 = x_kept, h0, c0
+    return cache
+
+
 def _prepare_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse,
                      reset_after, training, packed, nthreads):
     """The fast path's kernel arguments (outputs and workspace allocated) and the
@@ -192,18 +211,8 @@ def _prepare_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, rev
         if not training:
             workspace.give(gx)
         else:
-            cache = _Cache()
-            cache.cell, cache.reverse, cache.reset_after = cell, bool(reverse), bool(reset_after)
-            cache.dims = (T, N, I, H, P)
-            cache.lengths = lengths
-            x_kept = x
-            if lengths is not None and N and int(lengths.min()) < T:
-                # dW_ih sums over all T*N rows in one GEMM; the gate gradients of padded
-                # steps are zero, and the inputs there must be too (0 * NaN would be NaN)
-                x_kept = take((T, N, I), dtype)
-                np.copyto(x_kept, x)
-                x_kept[np.arange(T)[:, None] >= lengths[None, :]] = 0
-            cache.x, cache.h0, cache.c0 = x_kept, h0, c0
+            cache = _new_cache(cell, reverse, reset_after, x, lengths, h0, c0, H, P)
+            x_kept = cache.x
             cache.w_ih, cache.w_hh, cache.w_hr = w_ih, w_hh, w_hr
             cache.has_bias = b_ih is not None
             hs = take((T, N, P), dtype)
@@ -285,16 +294,8 @@ def _forward_general(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, rev
     if not training:
         workspace.give(pre)
         return y, h_n, c_n, None
-    cache = _Cache()
-    cache.cell, cache.reverse, cache.reset_after = cell, bool(reverse), bool(reset_after)
-    cache.dims = (T, N, I, H, P)
-    cache.lengths = lengths
-    x_kept = x
-    if lengths is not None and N and int(lengths.min()) < T:
-        x_kept = take((T, N, I), dtype)           # padded inputs zeroed (see above)
-        np.copyto(x_kept, x)
-        x_kept[np.arange(T)[:, None] >= lengths[None, :]] = 0
-    cache.x, cache.h0, cache.c0 = x_kept, h0, c0
+    cache = _new_cache(cell, reverse, reset_after, x, lengths, h0, c0, H, P)
+    x_kept = cache.x
     cache.w_ih, cache.w_hh, cache.w_hr = w_ih, w_hh, w_hr
     cache.has_bias = b_ih is not None
     cache.gates, cache.hs = pre, None
