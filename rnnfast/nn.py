@@ -354,15 +354,14 @@ class _RNNBase:
 
     def _build_fast(self, cell, params, packs):
         """Record what _forward_fast needs after a validated eval call (or nothing)."""
-        from . import _config
-        from ._cpu import _kernels, workspace
+        from . import _config, _cpu
         if self.bidirectional or packs is None or not self._default_semantics():
             return
         dtype = np.dtype(self.dtype)
         for a in params.values():
             if (type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous):
                 return
-        G = {"lstm": 4, "gru": 3}.get(cell, 1)
+        G = _cpu._GATES[cell]
         H, P = self.hidden_size, self.proj_size or self.hidden_size
         layers = []
         for layer, nm in enumerate(_F._names(self.num_layers, 1, self.bias,
@@ -373,10 +372,10 @@ class _RNNBase:
                            params[nm["bias_hh"]] if self.bias else None,
                            params[nm["weight_hr"]] if self.proj_size else None,
                            packs[layer].data))
-        codes = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
-        self._fast = (codes[cell], 0 if dtype == np.float32 else 1, dtype, G, H, P,
+        self._fast = (_cpu._CELL_CODES[cell], _cpu._dtype_code(dtype), dtype, G, H, P,
                       len(layers), self.input_size, layers, bool(self.reset_after),
-                      _kernels.forward_stack, _config.get_num_threads, workspace)
+                      _cpu._kernels.forward_stack, _config.get_num_threads,
+                      _cpu.workspace)
 
     def _forward_fast(self, x, hx):
         """The eval-mode forward for plainly valid inputs, or None (general path).
