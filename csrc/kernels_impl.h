@@ -29,7 +29,7 @@ typedef REAL FN(vec) __attribute__((vector_size(VBYTES)));
 #define MR GEMM_MR
 #define KC 384
 #define MC (MR * 8)
-#define NCB (NR * 64)
+#define NCB (NR * 256)
 
 static inline VEC FN(vload)(const REAL *p) { VEC v; memcpy(&v, p, sizeof v); return v; }
 static inline void FN(vstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
@@ -577,6 +577,60 @@ static inline void FN(wide_product_q)(int Q, int64_t K, const REAL *wp, int64_t 
 }
 
 
+/* One row against eight adjacent single-gate unit blocks: eight independent chains
+   (the leftover rows of the vanilla RNN's recurrent product, and batch 1). Each output
+   is one sequential chain over k, as in RF_WIDE/RF_WIDEQ. */
+static inline void FN(wide8_row)(int64_t K, const REAL *restrict wp, int64_t stride,
+                                 const REAL *h, VEC out[8])
+{
+    VEC acc[8];
+    for (int q = 0; q < 8; q++)
+        acc[q] = (VEC){0};
+    for (int64_t k = 0; k < K; k++) {
+        const REAL hv = h[k];
+        for (int q = 0; q < 8; q++)
+            acc[q] += hv * *(const VEC *)(wp + q * stride + k * VL);
+    }
+    for (int q = 0; q < 8; q++)
+        out[q] = acc[q];
+}
+
+/* The vanilla RNN's recurrent product for nq <= RF_QRNN adjacent unit blocks of the
+   single-gate pack ([block][k][VL], blocks `stride` apart): full row tiles against four
+   blocks at a time (each broadcast feeds four FMAs), the rows left over against all
+   eight. Single chain per output, so the order never depends on the batch or the
+   tiling. outg[q][r][0] receives block q, row r. */
+#define RF_QRNN 8
+static inline void FN(rnn_product)(int64_t K, const REAL *wp, int64_t stride, int64_t nq,
+                                   const REAL *const *hr, int64_t nrows,
+                                   VEC outg[][RF_ROWS_MAX][4])
+{
+    VEC tmp[RF_ROWS_MAX][4];
+    const int64_t full = nrows / NB4 * NB4;
+    for (int64_t q0 = 0; q0 < nq && full > 0; q0 += 4) {
+        const int Q = (int)rf_min64(4, nq - q0);
+        FN(wide_product_q)(Q, K, wp + q0 * stride, stride, hr, full, tmp);
+        for (int64_t r = 0; r < full; r++)
+            for (int q = 0; q < Q; q++)
+                outg[q0 + q][r][0] = tmp[r][q];
+    }
+    for (int64_t r = full; r < nrows; r++) {
+        if (nq == 8) {
+            VEC o8[8];
+            FN(wide8_row)(K, wp, stride, hr[r], o8);
+            for (int q = 0; q < 8; q++)
+                outg[q][r][0] = o8[q];
+            continue;
+        }
+        for (int64_t q0 = 0; q0 < nq; q0 += 4) {
+            const int Q = (int)rf_min64(4, nq - q0);
+            FN(wide_product_q)(Q, K, wp + q0 * stride, stride, hr + r, 1, tmp);
+            for (int q = 0; q < Q; q++)
+                outg[q0 + q][r][0] = tmp[0][q];
+        }
+    }
+}
+
 #define RF_ROWS_MAX 24
 
 /* Dot product with a fixed summation order (four vector partial sums, then lanes). */
@@ -630,6 +684,11 @@ static void FN(pack_a)(int ta, const REAL *A, int64_t lda, int64_t i0, int64_t m
                 for (int64_t i = mr; i < MR; i++)
                     dst[k * MR + i] = 0;
             }
+        } else if (mr == MR) {   /* A stored (m, k), a full panel: MR row streams */
+            const REAL *src = A + (i0 + ip) * lda + p0;
+            for (int64_t k = 0; k < kc; k++)
+                for (int64_t i = 0; i < MR; i++)
+                    dst[k * MR + i] = src[i * lda + k];
         } else {             /* A stored (m, k): read each row contiguously */
             for (int64_t i = 0; i < MR; i++) {
                 if (i < mr) {
@@ -672,8 +731,16 @@ static void FN(pack_b_panel)(int tb, const REAL *B, int64_t ldb, int64_t p0, int
 /* Accumulating tiles start from C, so every element is one sequential FMA chain over
    all of k, across KC blocks: the same order as the single-chain gate tiles. */
 static void FN(ukernel)(int64_t kc, const REAL *restrict ap, const REAL *restrict bp,
-                        REAL *restrict c, int64_t ldc, int64_t mr, int64_t nr, int accumulate)
+                        REAL *restrict c, int64_t ldc, int64_t mr, int64_t nr, int accumulate,
+                        const REAL *cnext)
 {
+    /* The next call's C tile (rows ldc apart) misses every cache when C is large; ask
+       for it now, a whole k loop before it is loaded or stored. */
+    if (cnext != NULL)
+        for (int i = 0; i < MR; i++) {
+            __builtin_prefetch(cnext + i * ldc, 1, 3);
+            __builtin_prefetch(cnext + i * ldc + NR - 1, 1, 3);
+        }
     VEC acc[MR][2];
     if (accumulate && mr == MR && nr == NR) {
         for (int i = 0; i < MR; i++) {
@@ -751,18 +818,26 @@ static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL 
                 for (int64_t jp = 0; jp < npanels; jp++)
                     FN(pack_b_panel)(tb, B, ldb, p0, kc, j0 + jp * NR,
                                      rf_min64(NR, nc - jp * NR), bbuf + jp * NR * kc);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
                 for (int64_t ib = 0; ib < mblocks; ib++) {
                     if (abuf == NULL)
                         continue;
                     const int64_t i0 = ib * MC, mc = rf_min64(MC, m - i0);
                     FN(pack_a)(ta, A, lda, i0, mc, p0, kc, abuf);
                     for (int64_t jp = 0; jp < npanels; jp++)
-                        for (int64_t ip = 0; ip < mc; ip += MR)
+                        for (int64_t ip = 0; ip < mc; ip += MR) {
+                            /* the tile after this one: next rows, else the next panel's
+                               first rows; a tile that is not full is not prefetched */
+                            const int64_t ipn = ip + MR < mc ? ip + MR : 0;
+                            const int64_t jpn = ip + MR < mc ? jp : jp + 1;
+                            const REAL *cn = jpn < npanels && mc - ipn >= MR
+                                && nc - jpn * NR >= NR
+                                ? C + (i0 + ipn) * ldc + j0 + jpn * NR : NULL;
                             FN(ukernel)(kc, abuf + ip * kc, bbuf + jp * NR * kc,
                                         C + (i0 + ip) * ldc + j0 + jp * NR, ldc,
                                         rf_min64(MR, mc - ip), rf_min64(NR, nc - jp * NR),
-                                        beta_one || p0 > 0);
+                                        beta_one || p0 > 0, cn);
+                        }
                 }
             }
         }
@@ -999,7 +1074,7 @@ static int FN(forward)(const rf_fwd_args *a)
         REAL *hc = hA, *hx = hB;
         const REAL *hr[RF_ROWS_MAX];
         VEC out[RF_ROWS_MAX][4], out2[RF_ROWS_MAX][4];
-        VEC outg[RF_QMAX][RF_ROWS_MAX][4];
+        VEC outg[RF_QRNN > RF_QMAX ? RF_QRNN : RF_QMAX][RF_ROWS_MAX][4];
         /* the input projection of every valid step, hoisted out of the time loop; the
            thread projects the unit blocks it will own in the loop, so no barrier */
         const int rnn = !lstm && !gru;
@@ -1060,15 +1135,18 @@ static int FN(forward)(const rf_fwd_args *a)
                in pairs, so that single rows still get enough independent FMA chains;
                with at least one full row tile (LSTM/GRU), in groups of qg, so that
                the rows left over after the full tiles run against the whole group */
-            const int64_t step_q = (Gm >= 3 && na % RF_ROWS_MAX >= (Gm == 4 ? NB4 : NB3)
-                                    && na % ((Gm == 4) ? NB4 : NB3) != 0) ? qg : 2;
+            const int64_t step_q = rnn ? RF_QRNN
+                : (Gm >= 3 && na % RF_ROWS_MAX >= (Gm == 4 ? NB4 : NB3)
+                   && na % ((Gm == 4) ? NB4 : NB3) != 0) ? qg : 2;
             for (int64_t ubp = ub0; ubp < ub1; ubp += step_q) {
                 const int64_t nq = rf_min64(step_q, ub1 - ubp);
                 for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                     const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                     for (int64_t r = 0; r < nr; r++)
                         hr[r] = hc + act[i0 + r] * Pp;
-                    if (step_q != 2)
+                    if (rnn)
+                        FN(rnn_product)(P, wmain + ubp * P * VL, P * VL, nq, hr, nr, outg);
+                    else if (step_q != 2)
                         FN(gate_product_group)(Gm, P, wmain + ubp * P * Gm * VL, P * Gm * VL,
                                                nq, hr, nr, outg);
                     else if (nq == 2)
