@@ -32,6 +32,22 @@ def _compiler():
     return os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0] or "cc"
 
 
+def _compiles(flags, source="int main(void) { return 0; }\n"):
+    """Whether the C compiler builds `source` with `flags` (warnings as errors)."""
+    cc = _compiler()
+    if shutil.which(cc) is None:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(source)
+        cmd = [cc, *flags, "-Werror", src, "-o", os.path.join(tmp, "probe")]
+        try:
+            return subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
+
+
 def openmp_flags():
     """Compile and link a tiny OpenMP program; return the flags that work, or None."""
     if os.environ.get("RNNFAST_NO_OPENMP"):
@@ -65,6 +81,12 @@ elif omp is None:
     print("rnnfast: OpenMP not found, building serial kernels", file=sys.stderr)
 
 compile_args = ["-std=gnu11", "-O0" if debug else "-O3", "-Wno-unknown-pragmas"]
+# Hot loops start on a 64-byte boundary: on Zen 3 the micro-kernel's k loop (116 bytes)
+# spans two fetch windows when aligned and three when not, and unrelated edits moved it
+# (measured: T5 training 6-10% slower from a shift of 16 bytes). Aligning every loop
+# makes the kernels' speed independent of where the linker happens to put them.
+if _compiles(["-falign-loops=64"]):
+    compile_args.append("-falign-loops=64")
 link_args = []
 if debug or sanitize:
     compile_args += ["-g", "-fno-omit-frame-pointer"]
