@@ -293,7 +293,7 @@ RF_TILEK(3, 1)
    gate loop so only one broadcast is live (the gate-outer form of RF_TILE needs all four
    and spills). Three weight loads and four broadcasts per 12 FMAs instead of three and
    three per 9. Each output is the same single chain over k as in RF_TILE(3, NB3, 1), so
-   the row tile changes no result. Used where it measured faster: GRU inference steps. */
+   the row tile changes no result. */
 static inline void FN(tilek_g3_w)(int64_t k0, int64_t k1, const REAL *restrict wp,
                                   const REAL *const *hr, VEC out[][4], int init)
 {
@@ -328,21 +328,21 @@ static inline void FN(tilek_g3_w)(int64_t k0, int64_t k1, const REAL *restrict w
 /* All rows of one unit block, slice by slice, so the panel streams from L2/L3 once per
    call however many row tiles there are (G = 3 or 4 only). */
 static void FN(gate_product_sliced)(int G, int64_t K, const REAL *wp, const REAL *const *hr,
-                                    int64_t nrows, VEC out[][4], int nb3)
+                                    int64_t nrows, VEC out[][4])
 {
-    const int64_t nb = G == 4 ? NB4 : nb3;
+    const int64_t nb = G == 4 ? NB4 : NB3W;
     for (int64_t k0 = 0; k0 < K; k0 += RF_KSLICE) {
         const int64_t k1 = rf_min64(K, k0 + RF_KSLICE);
         int64_t r = 0;
         for (; r + nb <= nrows; r += nb) {
             if (G == 4)
                 RF_TILEK_NAME(4, NB4)(k0, k1, wp, hr + r, out + r, k0 > 0);
-            else if (nb3 == NB3W)
+            else if (NB3W != NB3)
                 RF_TILEK3W(k0, k1, wp, hr + r, out + r, k0 > 0);
             else
                 RF_TILEK_NAME(3, NB3)(k0, k1, wp, hr + r, out + r, k0 > 0);
         }
-        if (G == 3 && nb3 != NB3)
+        if (G == 3 && NB3W != NB3)
             for (; r + NB3 <= nrows; r += NB3)
                 RF_TILEK_NAME(3, NB3)(k0, k1, wp, hr + r, out + r, k0 > 0);
         for (; r < nrows; r++) {
@@ -355,24 +355,24 @@ static void FN(gate_product_sliced)(int G, int64_t K, const REAL *wp, const REAL
 }
 
 /* rows of nrows that gate_product covers with multi-row tiles (the rest run one by one) */
-static inline int64_t FN(tiled_rows)(int G, int64_t nrows, int nb3)
+static inline int64_t FN(tiled_rows)(int G, int64_t nrows)
 {
-    const int64_t nb = G == 4 ? NB4 : G == 3 ? nb3 : G == 2 ? NB2 : NB1;
+    const int64_t nb = G == 4 ? NB4 : G == 3 ? NB3W : G == 2 ? NB2 : NB1;
     int64_t full = nrows / nb * nb;
-    if (G == 3 && nb3 != NB3)
+    if (G == 3 && NB3W != NB3)
         full += (nrows - full) / NB3 * NB3;
     return full;
 }
 
 /* out[r][g] = sum_k hr[r][k] W[g*H + u, k] for the block's units, nrows <= 12 rows;
-   nb3 (NB3 or NB3W) is the row tile of three-gate products */
+   three-gate rows go in tiles of NB3W, then NB3 */
 static inline void FN(gate_product)(int G, int64_t K, const REAL *wp, const REAL *const *hr,
-                                    int64_t nrows, VEC out[][4], int nb3)
+                                    int64_t nrows, VEC out[][4])
 {
     int64_t r = 0;
-    if ((G == 4 && nrows > NB4) || (G == 3 && nrows > nb3)) {
+    if ((G == 4 && nrows > NB4) || (G == 3 && nrows > NB3W)) {
         if (K > RF_KSLICE) {
-            FN(gate_product_sliced)(G, K, wp, hr, nrows, out, nb3);
+            FN(gate_product_sliced)(G, K, wp, hr, nrows, out);
             return;
         }
     }
@@ -384,7 +384,7 @@ static inline void FN(gate_product)(int G, int64_t K, const REAL *wp, const REAL
             FN(tile_g4_nb1)(K, wp, hr + r, out + r);
         break;
     case 3:
-        if (nb3 == NB3W)
+        if (NB3W != NB3)
             for (; r + NB3W <= nrows; r += NB3W)
                 RF_TILE3W(K, wp, hr + r, out + r);
         for (; r + NB3 <= nrows; r += NB3)
@@ -452,17 +452,17 @@ RF_TILE2(1, C1)
    left over two blocks at a time */
 static inline void FN(gate_product_pair)(int G, int64_t K, const REAL *wa, const REAL *wb,
                                          const REAL *const *hr, int64_t nrows,
-                                         VEC outa[][4], VEC outb[][4], int nb3)
+                                         VEC outa[][4], VEC outb[][4])
 {
-    const int64_t full = FN(tiled_rows)(G, nrows, nb3);
+    const int64_t full = FN(tiled_rows)(G, nrows);
     if (full > 0 && (G == 4 || G == 3)) {   /* one pass per block over all rows */
-        FN(gate_product)(G, K, wa, hr, nrows, outa, nb3);
-        FN(gate_product)(G, K, wb, hr, nrows, outb, nb3);
+        FN(gate_product)(G, K, wa, hr, nrows, outa);
+        FN(gate_product)(G, K, wb, hr, nrows, outb);
         return;
     }
     if (full > 0) {
-        FN(gate_product)(G, K, wa, hr, full, outa, nb3);
-        FN(gate_product)(G, K, wb, hr, full, outb, nb3);
+        FN(gate_product)(G, K, wa, hr, full, outa);
+        FN(gate_product)(G, K, wb, hr, full, outb);
     }
     for (int64_t r = full; r < nrows; r++) {
         switch (G) {
@@ -511,12 +511,12 @@ RF_TILEQ(3, RF_Q3)
    the whole group at once (Q * G chains instead of G). */
 static inline void FN(gate_product_group)(int G, int64_t K, const REAL *w0, int64_t wstride,
                                           int64_t nq, const REAL *const *hr, int64_t nrows,
-                                          VEC outg[][RF_ROWS_MAX][4], int nb3)
+                                          VEC outg[][RF_ROWS_MAX][4])
 {
     const int64_t qfull = G == 4 ? RF_Q4 : RF_Q3;
-    const int64_t full = FN(tiled_rows)(G, nrows, nb3);
+    const int64_t full = FN(tiled_rows)(G, nrows);
     for (int64_t q = 0; q < nq; q++)
-        FN(gate_product)(G, K, w0 + q * wstride, hr, full, outg[q], nb3);
+        FN(gate_product)(G, K, w0 + q * wstride, hr, full, outg[q]);
     for (int64_t r = full; r < nrows; r++) {
         if (nq == qfull) {
             VEC *outq[RF_QMAX];
@@ -1065,10 +1065,6 @@ static int FN(forward)(const rf_fwd_args *a)
     const int64_t nub = Hp / VL, npb = Pp / VL;
     const int Gm = gru_before ? 2 : (int)G;      /* gates whose product reads h */
     const int64_t qg = Gm == 4 ? RF_Q4 : Gm == 3 ? RF_Q3 : 2;   /* unit blocks per group */
-    /* row tile of three-gate products: the wider tile measured faster for GRU inference
-       (G4 -12%) and slower for the training forward (T5 +7-10%), so it is chosen by mode;
-       no output's summation order depends on it */
-    const int nb3 = training ? NB3 : NB3W;
     /* the decomposition of the time loop (rf_decomposition in rnnfast.h): by hidden
        units (threads synchronise once per step) or by sequences (none at all) */
     const int bpar = rf_batch_parallel(a->nthreads, N, (double)GH * P * sizeof(REAL));
@@ -1163,9 +1159,9 @@ static int FN(forward)(const rf_fwd_args *a)
                     hr[r] = x + rows[r] * I;
                 if (pair)
                     FN(gate_product_pair)((int)G, I, win + ubp * I * G * VL,
-                                          win + (ubp + 1) * I * G * VL, hr, nr, out, out2, nb3);
+                                          win + (ubp + 1) * I * G * VL, hr, nr, out, out2);
                 else
-                    FN(gate_product)((int)G, I, win + ubp * I * G * VL, hr, nr, out, nb3);
+                    FN(gate_product)((int)G, I, win + ubp * I * G * VL, hr, nr, out);
                 for (int half = 0; half <= pair; half++) {
                     const int64_t u0 = (ubp + half) * VL, nu = rf_min64(VL, H - u0);
                     VEC (*o)[4] = half ? out2 : out;
@@ -1195,8 +1191,8 @@ static int FN(forward)(const rf_fwd_args *a)
                with at least one full row tile (LSTM/GRU), in groups of qg, so that
                the rows left over after the full tiles run against the whole group */
             const int64_t step_q = rnn ? RF_QRNN
-                : (Gm >= 3 && FN(tiled_rows)(Gm, na % RF_ROWS_MAX, nb3) > 0
-                   && FN(tiled_rows)(Gm, na % RF_ROWS_MAX, nb3) != na % RF_ROWS_MAX) ? qg : 2;
+                : (Gm >= 3 && FN(tiled_rows)(Gm, na % RF_ROWS_MAX) > 0
+                   && FN(tiled_rows)(Gm, na % RF_ROWS_MAX) != na % RF_ROWS_MAX) ? qg : 2;
             for (int64_t ubp = ub0; ubp < ub1; ubp += step_q) {
                 const int64_t nq = rf_min64(step_q, ub1 - ubp);
                 for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
@@ -1207,12 +1203,12 @@ static int FN(forward)(const rf_fwd_args *a)
                         FN(rnn_product)(P, wmain + ubp * P * VL, P * VL, nq, hr, nr, outg);
                     else if (step_q != 2)
                         FN(gate_product_group)(Gm, P, wmain + ubp * P * Gm * VL, P * Gm * VL,
-                                               nq, hr, nr, outg, nb3);
+                                               nq, hr, nr, outg);
                     else if (nq == 2)
                         FN(gate_product_pair)(Gm, P, wmain + ubp * P * Gm * VL,
-                                              wmain + (ubp + 1) * P * Gm * VL, hr, nr, outg[0], outg[1], nb3);
+                                              wmain + (ubp + 1) * P * Gm * VL, hr, nr, outg[0], outg[1]);
                     else
-                        FN(gate_product)(Gm, P, wmain + ubp * P * Gm * VL, hr, nr, outg[0], nb3);
+                        FN(gate_product)(Gm, P, wmain + ubp * P * Gm * VL, hr, nr, outg[0]);
                   for (int64_t half = 0; half < nq; half++) {
                     const int64_t ub = ubp + half;
                     const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
@@ -1282,7 +1278,7 @@ static int FN(forward)(const rf_fwd_args *a)
                         const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                         for (int64_t r = 0; r < nr; r++)
                             hr[r] = mbuf + act[i0 + r] * Hp;
-                        FN(gate_product)(1, H, wp, hr, nr, out, NB3);
+                        FN(gate_product)(1, H, wp, hr, nr, out);
                         for (int64_t r = 0; r < nr; r++) {
                             const int64_t n = act[i0 + r];
                             const int64_t row = rf_step_time(lens, T, n, s, reverse) * N + n;
@@ -1310,7 +1306,7 @@ static int FN(forward)(const rf_fwd_args *a)
                         const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                         for (int64_t r = 0; r < nr; r++)
                             hr[r] = mbuf + act[i0 + r] * Hp;
-                        FN(gate_product)(1, H, wp, hr, nr, out, NB3);
+                        FN(gate_product)(1, H, wp, hr, nr, out);
                         for (int64_t r = 0; r < nr; r++) {
                             const int64_t n = act[i0 + r];
                             const int64_t row = rf_step_time(lens, T, n, s, reverse) * N + n;
