@@ -146,6 +146,27 @@ static inline void FN(vstore_n)(REAL *p, VEC v, int64_t n)
 }
 
 /* ---- packed recurrent product ----------------------------------------------------- */
+/* Transpose VL vectors in place (t[i][j] <-> t[j][i]) by log2(VL) perfect shuffles of
+ * the rows: each round interleaves row i with row i + VL/2 (low halves into row 2i, high
+ * halves into row 2i + 1). The masks are constants once the loops unroll. */
+static inline void FN(transpose)(VEC t[VL])
+{
+    IVEC lo, hi;
+    for (int j = 0; j < VL / 2; j++) {
+        lo[2 * j] = j, lo[2 * j + 1] = VL + j;
+        hi[2 * j] = VL / 2 + j, hi[2 * j + 1] = VL + VL / 2 + j;
+    }
+    for (int round = 1; round < VL; round *= 2) {
+        VEC n[VL];
+        for (int i = 0; i < VL / 2; i++) {
+            n[2 * i] = __builtin_shuffle(t[i], t[i + VL / 2], lo);
+            n[2 * i + 1] = __builtin_shuffle(t[i], t[i + VL / 2], hi);
+        }
+        for (int i = 0; i < VL; i++)
+            t[i] = n[i];
+    }
+}
+
 /* W (G gates x H units, each row of length K) is packed per block of VL units as
  * [block][k][gate][VL]: one pass over k yields all G gates of VL units, vectorised across
  * units, with every weight vector loaded once per group of batch rows. Each output sums
@@ -158,12 +179,22 @@ static void FN(pack_gates)(const REAL *W, int64_t H, int64_t K, int G, int64_t r
     for (int64_t b = b0; b < b1; b++) {
         REAL *blk = dst + b * K * G * VL;
         const int64_t u0 = b * VL, nu = rf_min64(VL, H - u0);
-        for (int g = 0; g < G; g++)
-            for (int64_t u = 0; u < VL; u++) {
-                const REAL *src = u < nu ? W + (row0 + g * H + u0 + u) * K : NULL;
-                for (int64_t k = 0; k < K; k++)
-                    blk[(k * G + g) * VL + u] = src ? src[k] : (REAL)0;
-            }
+        for (int g = 0; g < G; g++) {
+            const REAL *src = W + (row0 + g * H + u0) * K;
+            int64_t k = 0;
+            if (nu == VL)   /* VL x VL tiles: VL rows read as vectors, written as columns */
+                for (; k + VL <= K; k += VL) {
+                    VEC t[VL];
+                    for (int u = 0; u < VL; u++)
+                        t[u] = FN(vload)(src + u * K + k);
+                    FN(transpose)(t);
+                    for (int kk = 0; kk < VL; kk++)
+                        FN(vstore)(blk + ((k + kk) * G + g) * VL, t[kk]);
+                }
+            for (; k < K; k++)
+                for (int64_t u = 0; u < VL; u++)
+                    blk[(k * G + g) * VL + u] = u < nu ? src[u * K + k] : (REAL)0;
+        }
     }
 }
 
@@ -175,6 +206,11 @@ static void FN(pack_cols)(const REAL *W, int64_t ld, int64_t row0, int64_t K, in
     for (int64_t b = b0; b < b1; b++) {
         REAL *blk = dst + b * K * VL;
         const int64_t u0 = b * VL, nu = u0 < U ? rf_min64(VL, U - u0) : 0;
+        if (nu == VL) {   /* whole vectors (a memcpy call per VL elements cost more) */
+            for (int64_t k = 0; k < K; k++)
+                FN(vstore)(blk + k * VL, FN(vload)(W + (row0 + k) * ld + u0));
+            continue;
+        }
         for (int64_t k = 0; k < K; k++) {
             if (nu > 0)
                 memcpy(blk + k * VL, W + (row0 + k) * ld + u0, (size_t)nu * sizeof(REAL));
