@@ -767,7 +767,11 @@ static void FN(pack_a)(int ta, const REAL *A, int64_t lda, int64_t i0, int64_t m
     for (int64_t ip = 0; ip < mc; ip += MR) {
         REAL *dst = buf + ip * kc;
         const int64_t mr = rf_min64(MR, mc - ip);
-        if (ta) {            /* A stored (k, m): rows of the panel are contiguous */
+        if (ta && mr == MR) {   /* constant-size copies inline (GCC turns the loop below
+                                   into a libc memcpy call per MR elements) */
+            for (int64_t k = 0; k < kc; k++)
+                memcpy(dst + k * MR, A + (p0 + k) * lda + i0 + ip, MR * sizeof(REAL));
+        } else if (ta) {     /* A stored (k, m): rows of the panel are contiguous */
             for (int64_t k = 0; k < kc; k++) {
                 const REAL *src = A + (p0 + k) * lda + i0 + ip;
                 for (int64_t i = 0; i < mr; i++)
@@ -799,7 +803,10 @@ static void FN(pack_a)(int ta, const REAL *A, int64_t lda, int64_t i0, int64_t m
 static void FN(pack_b_panel)(int tb, const REAL *B, int64_t ldb, int64_t p0, int64_t kc,
                              int64_t j0, int64_t nr, REAL *restrict dst)
 {
-    if (!tb) {               /* B stored (k, n) */
+    if (!tb && nr == NR) {   /* constant-size copies inline as two vector moves */
+        for (int64_t k = 0; k < kc; k++)
+            memcpy(dst + k * NR, B + (p0 + k) * ldb + j0, NR * sizeof(REAL));
+    } else if (!tb) {        /* B stored (k, n) */
         for (int64_t k = 0; k < kc; k++) {
             memcpy(dst + k * NR, B + (p0 + k) * ldb + j0, (size_t)nr * sizeof(REAL));
             for (int64_t j = nr; j < NR; j++)
