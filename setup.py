@@ -32,8 +32,8 @@ def _compiler():
     return os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0] or "cc"
 
 
-def _compiles(flags, source="int main(void) { return 0; }\n"):
-    """Whether the C compiler builds `source` with `flags` (warnings as errors)."""
+def _compiles(flags, source="int main(void) { return 0; }\n", werror=True):
+    """Whether the C compiler builds and links `source` with `flags`."""
     cc = _compiler()
     if shutil.which(cc) is None:
         return False
@@ -41,7 +41,8 @@ def _compiles(flags, source="int main(void) { return 0; }\n"):
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write(source)
-        cmd = [cc, *flags, "-Werror", src, "-o", os.path.join(tmp, "probe")]
+        cmd = [cc, *flags, *(["-Werror"] if werror else []), src, "-o",
+               os.path.join(tmp, "probe")]
         try:
             return subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
         except (OSError, subprocess.SubprocessError):
@@ -52,21 +53,9 @@ def openmp_flags():
     """Compile and link a tiny OpenMP program; return the flags that work, or None."""
     if os.environ.get("RNNFAST_NO_OPENMP"):
         return None
-    cc = _compiler()
-    if shutil.which(cc) is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "probe.c")
-        with open(src, "w") as f:
-            f.write(OPENMP_PROBE)
-        for flags in (["-fopenmp"], ["-Xpreprocessor", "-fopenmp", "-lomp"]):
-            cmd = [cc, *flags, src, "-o", os.path.join(tmp, "probe")]
-            try:
-                ok = subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
-            except (OSError, subprocess.SubprocessError):
-                ok = False
-            if ok:
-                return flags
+    for flags in (["-fopenmp"], ["-Xpreprocessor", "-fopenmp", "-lomp"]):
+        if _compiles(flags, OPENMP_PROBE, werror=False):
+            return flags
     return None
 
 
