@@ -400,7 +400,7 @@ static inline int64_t FN(tiled_rows)(int G, int64_t nrows)
     return full;
 }
 
-/* out[r][g] = sum_k hr[r][k] W[g*H + u, k] for the block's units, nrows <= 12 rows;
+/* out[r][g] = sum_k hr[r][k] W[g*H + u, k] for the block's units, nrows <= RF_ROWS_MAX;
    three-gate rows go in tiles of NB3W, then NB3 */
 static inline void FN(gate_product)(int G, int64_t K, const REAL *wp, const REAL *const *hr,
                                     int64_t nrows, VEC out[][4])
@@ -1233,9 +1233,9 @@ static int FN(forward)(const rf_fwd_args *a)
                in pairs, so that single rows still get enough independent FMA chains;
                with at least one full row tile (LSTM/GRU), in groups of qg, so that
                the rows left over after the full tiles run against the whole group */
+            const int64_t rem = na % RF_ROWS_MAX, rem_tiled = FN(tiled_rows)(Gm, rem);
             const int64_t step_q = rnn ? RF_QRNN
-                : (Gm >= 3 && FN(tiled_rows)(Gm, na % RF_ROWS_MAX) > 0
-                   && FN(tiled_rows)(Gm, na % RF_ROWS_MAX) != na % RF_ROWS_MAX) ? qg : 2;
+                : (Gm >= 3 && rem_tiled > 0 && rem_tiled != rem) ? qg : 2;
             for (int64_t ubp = ub0; ubp < ub1; ubp += step_q) {
                 const int64_t nq = rf_min64(step_q, ub1 - ubp);
                 for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
