@@ -1076,6 +1076,172 @@ static int FN(pack_forward)(const rf_fwd_args *a, REAL *dst)
     return RF_OK;
 }
 
+/* The forward's fused cell update (the "epilogue") for rows act[0:nr] of one unit block:
+   the recurrent products o[r][q] of those rows plus gx and the biases, through the gates,
+   into the state and the outputs. One function per cell type, outside the time loop's
+   large body, so that each loop keeps its values in registers. */
+typedef struct {
+    int cell, training, proj, reverse;
+    int64_t T, N, H, P, Hp, Pp;
+    const int64_t *lens;
+    const REAL *bsum, *bhn;
+    REAL *gx, *y, *cst, *mbuf, *ws_c, *ws_m, *ws_hn;
+} FN(epi_args);
+
+static inline __attribute__((always_inline)) void FN(epi_rnn_n)(const FN(epi_args) *e,
+    int64_t s, REAL *hx, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4],
+    int64_t nu)
+{
+    const int64_t H = e->H, GH = H;
+    const VEC b = FN(vload)(e->bsum + u0);
+    for (int64_t r = 0; r < nr; r++) {
+        const int64_t n = act[r], row = rf_step_time(e->lens, e->T, n, s, e->reverse) * e->N + n;
+        const VEC pre = FN(vload_n)(e->gx + row * GH + u0, nu) + b + o[r][0];
+        const VEC h = e->cell == RF_RNN_TANH ? FN(vtanh)(pre) : FN(vrelu)(pre);
+        FN(vstore)(hx + n * e->Pp + u0, h);
+        FN(vstore_n)(e->y + row * e->P + u0, h, nu);
+    }
+}
+
+__attribute__((noinline)) static void FN(epi_rnn)(const FN(epi_args) *e, int64_t s,
+    REAL *hx, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])
+{
+    /* whole vectors (every unit block but a ragged last one) without the tail tests */
+    const int64_t nu = rf_min64(VL, e->H - u0);
+    if (nu == VL)
+        FN(epi_rnn_n)(e, s, hx, act, nr, u0, o, VL);
+    else
+        FN(epi_rnn_n)(e, s, hx, act, nr, u0, o, nu);
+}
+
+static inline __attribute__((always_inline)) void FN(epi_lstm_n)(const FN(epi_args) *e,
+    int64_t s, REAL *hx, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4],
+    int64_t nu)
+{
+    const int64_t H = e->H, GH = 4 * H, Hp = e->Hp;
+    const int training = e->training, proj = e->proj;
+    const VEC b0 = FN(vload)(e->bsum + u0), b1 = FN(vload)(e->bsum + Hp + u0);
+    const VEC b2 = FN(vload)(e->bsum + 2 * Hp + u0), b3 = FN(vload)(e->bsum + 3 * Hp + u0);
+    for (int64_t r = 0; r < nr; r++) {
+        const int64_t n = act[r], row = rf_step_time(e->lens, e->T, n, s, e->reverse) * e->N + n;
+        REAL *g = e->gx + row * GH + u0;
+        const VEC i = FN(vsigmoid)(FN(vload_n)(g, nu) + b0 + o[r][0]);
+        const VEC f = FN(vsigmoid)(FN(vload_n)(g + H, nu) + b1 + o[r][1]);
+        const VEC gg = FN(vtanh)(FN(vload_n)(g + 2 * H, nu) + b2 + o[r][2]);
+        const VEC og = FN(vsigmoid)(FN(vload_n)(g + 3 * H, nu) + b3 + o[r][3]);
+        REAL *cp = e->cst + n * Hp + u0;
+        const VEC c = f * FN(vload)(cp) + i * gg;
+        const VEC m = og * FN(vtanh)(c);
+        FN(vstore)(cp, c);
+        if (training) {
+            FN(vstore_n)(g, i, nu);
+            FN(vstore_n)(g + H, f, nu);
+            FN(vstore_n)(g + 2 * H, gg, nu);
+            FN(vstore_n)(g + 3 * H, og, nu);
+            FN(vstore_n)(e->ws_c + row * H + u0, c, nu);
+            if (proj)
+                FN(vstore_n)(e->ws_m + row * H + u0, m, nu);
+        }
+        if (proj) {
+            FN(vstore)(e->mbuf + n * Hp + u0, m);
+        } else {
+            FN(vstore)(hx + n * e->Pp + u0, m);
+            FN(vstore_n)(e->y + row * e->P + u0, m, nu);
+        }
+    }
+}
+
+__attribute__((noinline)) static void FN(epi_lstm)(const FN(epi_args) *e, int64_t s,
+    REAL *hx, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])
+{
+    /* whole vectors (every unit block but a ragged last one) without the tail tests */
+    const int64_t nu = rf_min64(VL, e->H - u0);
+    if (nu == VL)
+        FN(epi_lstm_n)(e, s, hx, act, nr, u0, o, VL);
+    else
+        FN(epi_lstm_n)(e, s, hx, act, nr, u0, o, nu);
+}
+
+static inline __attribute__((always_inline)) void FN(epi_gru_n)(const FN(epi_args) *e,
+    int64_t s, const REAL *hc, REAL *hx, const int64_t *act, int64_t nr, int64_t u0,
+    VEC (*o)[4], int64_t nu)
+{
+    const int64_t H = e->H, GH = 3 * H, Hp = e->Hp, Pp = e->Pp;
+    const int training = e->training;
+    const VEC b0 = FN(vload)(e->bsum + u0), b1 = FN(vload)(e->bsum + Hp + u0);
+    const VEC b2 = FN(vload)(e->bsum + 2 * Hp + u0), bn = FN(vload)(e->bhn + u0);
+    for (int64_t r = 0; r < nr; r++) {
+        const int64_t n = act[r], row = rf_step_time(e->lens, e->T, n, s, e->reverse) * e->N + n;
+        REAL *g = e->gx + row * GH + u0;
+        const VEC r_ = FN(vsigmoid)(FN(vload_n)(g, nu) + b0 + o[r][0]);
+        const VEC z = FN(vsigmoid)(FN(vload_n)(g + H, nu) + b1 + o[r][1]);
+        const VEC hn = o[r][2] + bn;
+        const VEC nn = FN(vtanh)(FN(vload_n)(g + 2 * H, nu) + b2 + r_ * hn);
+        const VEC h = ((REAL)1 - z) * nn + z * FN(vload)(hc + n * Pp + u0);
+        FN(vstore_n)(g, r_, nu);
+        FN(vstore_n)(g + H, z, nu);
+        FN(vstore_n)(g + 2 * H, nn, nu);
+        if (training)
+            FN(vstore_n)(e->ws_hn + row * H + u0, hn, nu);
+        FN(vstore)(hx + n * Pp + u0, h);
+        FN(vstore_n)(e->y + row * e->P + u0, h, nu);
+    }
+}
+
+__attribute__((noinline)) static void FN(epi_gru)(const FN(epi_args) *e, int64_t s,
+    const REAL *hc, REAL *hx, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])
+{
+    /* whole vectors (every unit block but a ragged last one) without the tail tests */
+    const int64_t nu = rf_min64(VL, e->H - u0);
+    if (nu == VL)
+        FN(epi_gru_n)(e, s, hc, hx, act, nr, u0, o, VL);
+    else
+        FN(epi_gru_n)(e, s, hc, hx, act, nr, u0, o, nu);
+}
+
+/* GRU reset-before, phase A: r, z and r*h (the candidate needs all of r*h) */
+static inline __attribute__((always_inline)) void FN(epi_gru_rz_n)(const FN(epi_args) *e,
+    int64_t s, const REAL *hc, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4],
+    int64_t nu)
+{
+    const int64_t H = e->H, GH = 3 * H, Hp = e->Hp;
+    const VEC b0 = FN(vload)(e->bsum + u0), b1 = FN(vload)(e->bsum + Hp + u0);
+    for (int64_t r = 0; r < nr; r++) {
+        const int64_t n = act[r], row = rf_step_time(e->lens, e->T, n, s, e->reverse) * e->N + n;
+        REAL *g = e->gx + row * GH + u0;
+        const VEC r_ = FN(vsigmoid)(FN(vload_n)(g, nu) + b0 + o[r][0]);
+        const VEC z = FN(vsigmoid)(FN(vload_n)(g + H, nu) + b1 + o[r][1]);
+        FN(vstore_n)(g, r_, nu);
+        FN(vstore_n)(g + H, z, nu);
+        FN(vstore)(e->mbuf + n * Hp + u0, r_ * FN(vload)(hc + n * e->Pp + u0));
+    }
+}
+
+__attribute__((noinline)) static void FN(epi_gru_rz)(const FN(epi_args) *e, int64_t s,
+    const REAL *hc, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])
+{
+    /* whole vectors (every unit block but a ragged last one) without the tail tests */
+    const int64_t nu = rf_min64(VL, e->H - u0);
+    if (nu == VL)
+        FN(epi_gru_rz_n)(e, s, hc, act, nr, u0, o, VL);
+    else
+        FN(epi_gru_rz_n)(e, s, hc, act, nr, u0, o, nu);
+}
+
+static void FN(epilogue)(const FN(epi_args) *e, int64_t s, const REAL *hc, REAL *hx,
+                         const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])
+{
+    if (e->cell == RF_LSTM)
+        FN(epi_lstm)(e, s, hx, act, nr, u0, o);
+    else if (e->cell == RF_GRU && e->bhn != NULL)
+        FN(epi_gru)(e, s, hc, hx, act, nr, u0, o);
+    else if (e->cell == RF_GRU)
+        FN(epi_gru_rz)(e, s, hc, act, nr, u0, o);
+    else
+        FN(epi_rnn)(e, s, hx, act, nr, u0, o);
+}
+
+
 static int FN(forward)(const rf_fwd_args *a)
 {
     const int cell = a->cell, training = a->training, reverse = a->reverse;
@@ -1235,6 +1401,8 @@ static int FN(forward)(const rf_fwd_args *a)
             rf_split(N, &n0, &n1);
             ub0 = 0, ub1 = nub, pb0 = 0, pb1 = npb;
         }
+        const FN(epi_args) ep = {cell, training, proj, reverse, T, N, H, P, Hp, Pp, lens, bsum,
+                                 gru_after ? bhn : NULL, gx, y, cst, mbuf, ws_c, ws_m, ws_hn};
         for (int64_t s = 0; s < T; s++) {
             int64_t na = 0;
             for (int64_t n = n0; n < n1; n++)
@@ -1253,6 +1421,23 @@ static int FN(forward)(const rf_fwd_args *a)
                     const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                     for (int64_t r = 0; r < nr; r++)
                         hr[r] = hc + act[i0 + r] * Pp;
+                    /* this tile's gx rows, while its product runs: they are read in
+                       strides of the row length (4 to 8 lines per row, one row per
+                       sequence), which the hardware prefetchers do not follow; in the
+                       large hoisted problems gx is far larger than the caches (measured:
+                       S1 -1 to -3%, T5 inference -5%; training, whose epilogue also
+                       stores the gates there, and small problems, whose gx is cached,
+                       gained nothing) */
+                    for (int64_t r = 0; hoist_gemm && !training && r < nr; r++) {
+                        const int64_t n = act[i0 + r];
+                        const REAL *g = gx + (rf_step_time(lens, T, n, s, reverse) * N + n) * GH
+                                        + ubp * VL;
+                        for (int q = 0; q < Gm; q++) {
+                            for (int64_t j = 0; j < nq * VL; j += 64 / (int64_t)sizeof(REAL))
+                                __builtin_prefetch(g + q * H + j, 0, 3);
+                            __builtin_prefetch(g + q * H + nq * VL - 1, 0, 3);
+                        }
+                    }
                     if (rnn)
                         FN(rnn_product)(P, wmain + ubp * P * VL, P * VL, nq, hr, nr, outg);
                     else if (step_q != 2)
@@ -1263,62 +1448,10 @@ static int FN(forward)(const rf_fwd_args *a)
                                               wmain + (ubp + 1) * P * Gm * VL, hr, nr, outg[0], outg[1]);
                     else
                         FN(gate_product)(Gm, P, wmain + ubp * P * Gm * VL, hr, nr, outg[0]);
-                  for (int64_t half = 0; half < nq; half++) {
-                    const int64_t ub = ubp + half;
-                    const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
-                    VEC (*o)[4] = outg[half];
-                    for (int64_t r = 0; r < nr; r++) {
-                        const int64_t n = act[i0 + r];
-                        const int64_t row = rf_step_time(lens, T, n, s, reverse) * N + n;
-                        REAL *g = gx + row * GH;
-                        VEC pre[4];
-                        for (int q = 0; q < Gm; q++)
-                            pre[q] = FN(vload_n)(g + q * H + u0, nu) + FN(vload)(bsum + q * Hp + u0) + o[r][q];
-                        if (cell == RF_RNN_TANH || cell == RF_RNN_RELU) {
-                            const VEC h = cell == RF_RNN_TANH ? FN(vtanh)(pre[0]) : FN(vrelu)(pre[0]);
-                            FN(vstore)(hx + n * Pp + u0, h);
-                            FN(vstore_n)(y + row * P + u0, h, nu);
-                        } else if (lstm) {
-                            const VEC i = FN(vsigmoid)(pre[0]), f = FN(vsigmoid)(pre[1]);
-                            const VEC gg = FN(vtanh)(pre[2]), o = FN(vsigmoid)(pre[3]);
-                            const VEC c = f * FN(vload)(cst + n * Hp + u0) + i * gg;
-                            const VEC m = o * FN(vtanh)(c);
-                            FN(vstore)(cst + n * Hp + u0, c);
-                            if (training) {
-                                FN(vstore_n)(g + u0, i, nu);
-                                FN(vstore_n)(g + H + u0, f, nu);
-                                FN(vstore_n)(g + 2 * H + u0, gg, nu);
-                                FN(vstore_n)(g + 3 * H + u0, o, nu);
-                                FN(vstore_n)(ws_c + row * H + u0, c, nu);
-                                if (proj)
-                                    FN(vstore_n)(ws_m + row * H + u0, m, nu);
-                            }
-                            if (proj) {
-                                FN(vstore)(mbuf + n * Hp + u0, m);
-                            } else {
-                                FN(vstore)(hx + n * Pp + u0, m);
-                                FN(vstore_n)(y + row * P + u0, m, nu);
-                            }
-                        } else if (gru_after) {
-                            const VEC r_ = FN(vsigmoid)(pre[0]), z = FN(vsigmoid)(pre[1]);
-                            const VEC hn = o[r][2] + FN(vload)(bhn + u0);
-                            const VEC nn = FN(vtanh)(FN(vload_n)(g + 2 * H + u0, nu) + FN(vload)(bsum + 2 * Hp + u0) + r_ * hn);
-                            const VEC h = ((REAL)1 - z) * nn + z * FN(vload)(hc + n * Pp + u0);
-                            FN(vstore_n)(g + u0, r_, nu);
-                            FN(vstore_n)(g + H + u0, z, nu);
-                            FN(vstore_n)(g + 2 * H + u0, nn, nu);
-                            if (training)
-                                FN(vstore_n)(ws_hn + row * H + u0, hn, nu);
-                            FN(vstore)(hx + n * Pp + u0, h);
-                            FN(vstore_n)(y + row * P + u0, h, nu);
-                        } else { /* GRU reset-before, phase A: r, z and r*h */
-                            const VEC r_ = FN(vsigmoid)(pre[0]), z = FN(vsigmoid)(pre[1]);
-                            FN(vstore_n)(g + u0, r_, nu);
-                            FN(vstore_n)(g + H + u0, z, nu);
-                            FN(vstore)(mbuf + n * Hp + u0, r_ * FN(vload)(hc + n * Pp + u0));
-                        }
+                    for (int64_t half = 0; half < nq; half++) {
+                        const int64_t u0 = (ubp + half) * VL;
+                        FN(epilogue)(&ep, s, hc, hx, act + i0, nr, u0, outg[half]);
                     }
-                  }
                 }
             }
             /* 2. GRU reset-before: n = tanh(gx_n + W_hn (r*h)) needs all of r*h */
