@@ -1088,6 +1088,21 @@ typedef struct {
     REAL *gx, *y, *cst, *mbuf, *ws_c, *ws_m, *ws_hn;
 } FN(epi_args);
 
+/* The out-of-line entry of an epilogue: whole vectors (every unit block but a ragged
+   last one) take the body specialised for nu == VL, without the tail tests. STATE_ is the
+   cell's state pointers, declared (STATE_DECL_) and passed on (STATE_ARGS_). */
+#define RF_EPI_OUTLINE(NAME_, STATE_DECL_, STATE_ARGS_)                                     \
+    __attribute__((noinline)) static void FN(epi_##NAME_)(const FN(epi_args) *e, int64_t s, \
+        RF_UNPAREN STATE_DECL_, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])    \
+    {                                                                                       \
+        const int64_t nu = rf_min64(VL, e->H - u0);                                         \
+        if (nu == VL)                                                                       \
+            FN(epi_##NAME_##_n)(e, s, RF_UNPAREN STATE_ARGS_, act, nr, u0, o, VL);          \
+        else                                                                                \
+            FN(epi_##NAME_##_n)(e, s, RF_UNPAREN STATE_ARGS_, act, nr, u0, o, nu);          \
+    }
+#define RF_UNPAREN(...) __VA_ARGS__
+
 static inline __attribute__((always_inline)) void FN(epi_rnn_n)(const FN(epi_args) *e,
     int64_t s, REAL *hx, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4],
     int64_t nu)
@@ -1103,16 +1118,7 @@ static inline __attribute__((always_inline)) void FN(epi_rnn_n)(const FN(epi_arg
     }
 }
 
-__attribute__((noinline)) static void FN(epi_rnn)(const FN(epi_args) *e, int64_t s,
-    REAL *hx, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])
-{
-    /* whole vectors (every unit block but a ragged last one) without the tail tests */
-    const int64_t nu = rf_min64(VL, e->H - u0);
-    if (nu == VL)
-        FN(epi_rnn_n)(e, s, hx, act, nr, u0, o, VL);
-    else
-        FN(epi_rnn_n)(e, s, hx, act, nr, u0, o, nu);
-}
+RF_EPI_OUTLINE(rnn, (REAL *hx), (hx))
 
 static inline __attribute__((always_inline)) void FN(epi_lstm_n)(const FN(epi_args) *e,
     int64_t s, REAL *hx, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4],
@@ -1151,16 +1157,7 @@ static inline __attribute__((always_inline)) void FN(epi_lstm_n)(const FN(epi_ar
     }
 }
 
-__attribute__((noinline)) static void FN(epi_lstm)(const FN(epi_args) *e, int64_t s,
-    REAL *hx, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])
-{
-    /* whole vectors (every unit block but a ragged last one) without the tail tests */
-    const int64_t nu = rf_min64(VL, e->H - u0);
-    if (nu == VL)
-        FN(epi_lstm_n)(e, s, hx, act, nr, u0, o, VL);
-    else
-        FN(epi_lstm_n)(e, s, hx, act, nr, u0, o, nu);
-}
+RF_EPI_OUTLINE(lstm, (REAL *hx), (hx))
 
 static inline __attribute__((always_inline)) void FN(epi_gru_n)(const FN(epi_args) *e,
     int64_t s, const REAL *hc, REAL *hx, const int64_t *act, int64_t nr, int64_t u0,
@@ -1188,16 +1185,7 @@ static inline __attribute__((always_inline)) void FN(epi_gru_n)(const FN(epi_arg
     }
 }
 
-__attribute__((noinline)) static void FN(epi_gru)(const FN(epi_args) *e, int64_t s,
-    const REAL *hc, REAL *hx, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])
-{
-    /* whole vectors (every unit block but a ragged last one) without the tail tests */
-    const int64_t nu = rf_min64(VL, e->H - u0);
-    if (nu == VL)
-        FN(epi_gru_n)(e, s, hc, hx, act, nr, u0, o, VL);
-    else
-        FN(epi_gru_n)(e, s, hc, hx, act, nr, u0, o, nu);
-}
+RF_EPI_OUTLINE(gru, (const REAL *hc, REAL *hx), (hc, hx))
 
 /* GRU reset-before, phase A: r, z and r*h (the candidate needs all of r*h) */
 static inline __attribute__((always_inline)) void FN(epi_gru_rz_n)(const FN(epi_args) *e,
@@ -1217,16 +1205,7 @@ static inline __attribute__((always_inline)) void FN(epi_gru_rz_n)(const FN(epi_
     }
 }
 
-__attribute__((noinline)) static void FN(epi_gru_rz)(const FN(epi_args) *e, int64_t s,
-    const REAL *hc, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])
-{
-    /* whole vectors (every unit block but a ragged last one) without the tail tests */
-    const int64_t nu = rf_min64(VL, e->H - u0);
-    if (nu == VL)
-        FN(epi_gru_rz_n)(e, s, hc, act, nr, u0, o, VL);
-    else
-        FN(epi_gru_rz_n)(e, s, hc, act, nr, u0, o, nu);
-}
+RF_EPI_OUTLINE(gru_rz, (const REAL *hc), (hc))
 
 static void FN(epilogue)(const FN(epi_args) *e, int64_t s, const REAL *hc, REAL *hx,
                          const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])
