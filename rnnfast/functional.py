@@ -448,7 +448,7 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
     ys = None
     for layer in range(L):
         if layer > 0:
-            inp = ys[0] if D == 1 else np.concatenate(ys, axis=2)
+            inp = ys[0] if D == 1 else _concat_directions(mod, ys)
             if scaled_masks[layer] is not None:
                 if D == 1:
                     inp = inp * scaled_masks[layer]
@@ -488,7 +488,7 @@ def _forward(owner, cell, x, params, *, input_size, hidden_size, num_layers, bia
             caches.append(cache_d)
         layer_caches.append(caches)
 
-    y = ys[0] if D == 1 else np.concatenate(ys, axis=2)
+    y = ys[0] if D == 1 else _concat_directions(mod, ys)
     del ys, inp
     # fresh arrays from the backend: one layer-direction needs no copy
     h_n = h_list[0][None] if len(h_list) == 1 else np.stack(h_list)
@@ -537,6 +537,19 @@ def _direction_options(cell, options, d):
     return cell, extra
 
 
+def _fresh(mod, shape, dtype):
+    """A new array for a result: leased from the backend's workspace where it has one
+    (its memory serves a later call once the caller has dropped it), else np.empty."""
+    ws = getattr(mod, "workspace", None)
+    return ws.lease(shape, dtype) if ws is not None else np.empty(shape, dtype)
+
+
+def _concat_directions(mod, ys):
+    """The directions' outputs side by side, (T, N, D*P)."""
+    T, N, P = ys[0].shape
+    return np.concatenate(ys, axis=2, out=_fresh(mod, (T, N, len(ys) * P), ys[0].dtype))
+
+
 def _backward(owner, cache, dy, dh_n, dc_n):
     """Shared implementation of :func:`rnn_backward` and ``rnnfast.nn`` layers."""
     if not isinstance(cache, RNNCache):
@@ -572,16 +585,22 @@ def _backward(owner, cache, dy, dh_n, dc_n):
         dc_n = np.ascontiguousarray(dc_n)
 
     mod = c.backend
+    ws = getattr(mod, "workspace", None)
     per_idx = [None] * (L * D)
     dy_layer = dyt
     dx = None
     for layer in range(L - 1, -1, -1):
         dx_sum = None
         args = []
+        dys = []
         for d in range(D):
             idx = layer * D + d
-            dy_d = dy_layer if D == 1 else np.ascontiguousarray(
-                dy_layer[:, :, d * P:(d + 1) * P])
+            if D == 1:
+                dy_d = dy_layer
+            else:   # each direction's half of dy, contiguous (scratch of the call)
+                dy_d = ws.take((T, N, P), dtype) if ws is not None else np.empty((T, N, P), dtype)
+                np.copyto(dy_d, dy_layer[:, :, d * P:(d + 1) * P])
+                dys.append(dy_d)
             args.append((c.layer_caches[layer][d], dy_d,
                          None if dh_n is None else dh_n[idx],
                          None if dc_n is None else dc_n[idx]))
@@ -589,10 +608,16 @@ def _backward(owner, cache, dy, dh_n, dc_n):
             results = mod.layer_backward_pair(args[0], args[1])
         else:
             results = [mod.layer_backward(*a) for a in args]
+        if ws is not None:
+            ws.give(*dys)
+        del args, dys
         for d, g in enumerate(results):
             per_idx[layer * D + d] = g
             gx = g["x"]
-            dx_sum = gx if dx_sum is None else dx_sum + gx
+            if dx_sum is None:
+                dx_sum = gx
+            else:
+                dx_sum = np.add(dx_sum, gx, out=_fresh(mod, gx.shape, gx.dtype))
         if layer > 0:
             if c.masks[layer] is not None:
                 dx_sum = dx_sum * c.masks[layer]

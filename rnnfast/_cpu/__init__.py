@@ -20,17 +20,25 @@ class _Workspace:
     Fresh memory is expensive: the kernel zero-fills every new page on first touch
     (measured here: ~10 us a page, 5,000 pages in one LSTM training step). Scratch
     buffers come back at the end of a call; the buffers a training cache holds come
-    back when the cache is freed. At most `max_per_key` buffers per (dtype, size)
-    and `max_bytes` in all are kept, least recently returned dropped first.
-    Thread-safe.
+    back when the cache is freed; large results (outputs, gradients) are leased and
+    come back when the caller has dropped them. At most `max_per_key` buffers per
+    (dtype, size) and `max_bytes` in all are kept, least recently returned dropped
+    first (8 per key: a bidirectional GRU's step has four weight gradients of one size,
+    and the previous step's are still held while the next is computed). Thread-safe.
     """
 
-    def __init__(self, max_bytes=1 << 30, max_per_key=4):
+    #: outputs of at least this many bytes are leased (see `lease`); below it, np.empty
+    #: (a lease costs about 5 us; a fresh MiB costs more than that to zero-fill)
+    LEASE_MIN_BYTES = 1 << 20
+
+    def __init__(self, max_bytes=1 << 30, max_per_key=8):
         self.max_bytes, self.max_per_key = max_bytes, max_per_key
         self._free = {}        # (dtype.str, size) -> [ndarray], most recent last
         self._order = []       # keys in return order, for eviction
         self._bytes = 0
-        self._lock = threading.Lock()
+        # re-entrant: a lease's buffer comes back from its __del__, which can run inside
+        # a take() or give() of the same thread (a garbage collection there)
+        self._lock = threading.RLock()
 
     def take(self, shape, dtype):
         """An uninitialised C-contiguous array (contents are whatever was left)."""
@@ -47,6 +55,23 @@ class _Workspace:
                 self._order.remove(key)
                 return buf.reshape(shape)
         return np.empty(shape, dtype)
+
+    def lease(self, shape, dtype):
+        """An uninitialised C-contiguous array for a result handed to the caller, whose
+        memory comes back to the workspace once the array and every view of it are gone.
+
+        Gradients and outputs are fresh arrays at every training step, and fresh memory
+        is zero-filled by the kernel page by page; a training loop drops the previous
+        step's gradients before long, so their buffers serve the next step instead. The
+        array's base is a `_Lease` holding the buffer; views keep it alive, so a buffer
+        is never reused while anything can still reach it."""
+        dtype = np.dtype(dtype)
+        size = 1
+        for d in shape:
+            size *= d
+        if size * dtype.itemsize < self.LEASE_MIN_BYTES:
+            return np.empty(shape, dtype)
+        return np.asarray(_Lease(self, self.take((size,), dtype), tuple(shape)))
 
     def give(self, *arrays):
         with self._lock:
@@ -72,6 +97,24 @@ class _Workspace:
             self._free.clear()
             self._order.clear()
             self._bytes = 0
+
+
+class _Lease:
+    """The base object of a leased array (see `_Workspace.lease`): exposes the buffer
+    through the array interface and gives it back when the last array using it goes."""
+
+    __slots__ = ("__array_interface__", "_pool", "_buf")
+
+    def __init__(self, pool, buf, shape):
+        self._pool, self._buf = pool, buf
+        self.__array_interface__ = {"version": 3, "shape": shape, "typestr": buf.dtype.str,
+                                    "data": (buf.__array_interface__["data"][0], False)}
+
+    def __del__(self):
+        try:
+            self._pool.give(self._buf)
+        except Exception:   # interpreter shutdown: the memory is freed with the buffer
+            pass
 
 
 workspace = _Workspace()
@@ -191,7 +234,7 @@ def _prepare_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, rev
     P = w_hh.shape[1]
     dtype = x.dtype
     lstm, gru = cell == "lstm", cell == "gru"
-    y = np.empty((T, N, P), dtype)
+    y = workspace.lease((T, N, P), dtype)
     h_n = np.empty((N, P), dtype)
     c_n = np.empty((N, H), dtype) if lstm else None
     take = workspace.take
@@ -327,14 +370,15 @@ def _prepare_backward(cache, dy, dh_n, dc_n, nthreads):
     dtype = c.x.dtype
     lstm, gru = c.cell == "lstm", c.cell == "gru"
     GH = c.w_ih.shape[0]
-    dx = np.empty((T, N, I), dtype)
+    lease = workspace.lease
+    dx = lease((T, N, I), dtype)
     dh0 = np.empty((N, P), dtype)
     dc0 = np.empty((N, H), dtype) if lstm else None
-    dw_ih = np.empty_like(c.w_ih)
-    dw_hh = np.empty_like(c.w_hh)
+    dw_ih = lease(c.w_ih.shape, dtype)
+    dw_hh = lease(c.w_hh.shape, dtype)
     db_ih = np.empty(GH, dtype) if c.has_bias else None
     db_hh = np.empty(GH, dtype) if c.has_bias else None
-    dw_hr = np.empty_like(c.w_hr) if c.w_hr is not None else None
+    dw_hr = lease(c.w_hr.shape, dtype) if c.w_hr is not None else None
     dw_peep, general = None, {}
     if c.acts is not None:
         dw_peep = np.empty_like(c.w_peep) if c.w_peep is not None else None
