@@ -790,9 +790,21 @@ static void FN(pack_a)(int ta, const REAL *A, int64_t lda, int64_t i0, int64_t m
                 for (int64_t i = mr; i < MR; i++)
                     dst[k * MR + i] = 0;
             }
-        } else if (mr == MR) {   /* A stored (m, k), a full panel: MR row streams */
+        } else if (mr == MR) {   /* A stored (m, k), a full panel: MR row streams, VL
+                                    k at a time, VL x VL blocks transposed in registers */
             const REAL *src = A + (i0 + ip) * lda + p0;
-            for (int64_t k = 0; k < kc; k++)
+            int64_t k = 0;
+            for (; k + VL <= kc; k += VL)
+                for (int64_t g = 0; g < MR; g += VL) {
+                    const int64_t ng = rf_min64(VL, MR - g);
+                    VEC t[VL];
+                    for (int64_t i = 0; i < VL; i++)
+                        t[i] = i < ng ? FN(vload)(src + (g + i) * lda + k) : (VEC){0};
+                    FN(transpose)(t);
+                    for (int64_t j = 0; j < VL; j++)
+                        FN(vstore_n)(dst + (k + j) * MR + g, t[j], ng);
+                }
+            for (; k < kc; k++)
                 for (int64_t i = 0; i < MR; i++)
                     dst[k * MR + i] = src[i * lda + k];
         } else {             /* A stored (m, k): read each row contiguously */
@@ -823,6 +835,21 @@ static void FN(pack_b_panel)(int tb, const REAL *B, int64_t ldb, int64_t p0, int
             for (int64_t j = nr; j < NR; j++)
                 dst[k * NR + j] = 0;
         }
+    } else if (nr == NR) {   /* B stored (n, k), a full panel: VL x VL blocks of the
+                                NR rows transposed in registers, VL k at a time */
+        int64_t k = 0;
+        for (; k + VL <= kc; k += VL)
+            for (int64_t g = 0; g < NR; g += VL) {
+                VEC t[VL];
+                for (int64_t j = 0; j < VL; j++)
+                    t[j] = FN(vload)(B + (j0 + g + j) * ldb + p0 + k);
+                FN(transpose)(t);
+                for (int64_t i = 0; i < VL; i++)
+                    FN(vstore)(dst + (k + i) * NR + g, t[i]);
+            }
+        for (; k < kc; k++)
+            for (int64_t j = 0; j < NR; j++)
+                dst[k * NR + j] = B[(j0 + j) * ldb + p0 + k];
     } else {                 /* B stored (n, k): read each of the nr rows contiguously */
         for (int64_t j = 0; j < NR; j++) {
             if (j < nr) {
