@@ -1333,6 +1333,16 @@ static int FN(forward)(const rf_fwd_args *a)
             memcpy(cst + n * Hp, (const REAL *)a->c0 + n * H, (size_t)H * sizeof(REAL));
     }
 
+    /* A single step with prepacked weights (a step-by-step decoder, G1): threads claim
+       unit-block groups one after another, projection, recurrent product and cell
+       update together, instead of owning a fixed half. Nothing needs a barrier, and a
+       thread that starts late (woken from sleep, or descheduled by a busy host) only
+       takes fewer groups: the step no longer waits for the slowest thread's share.
+       Every output is the same chain over k as in the general path (groups of whole
+       unit blocks), so results do not change. */
+    const int one_step = T == 1 && prepacked && !hoist_gemm && !bpar && !gru_before && !proj
+                         && lens == NULL;
+    int64_t next_group = 0;
     rf_barrier bar;
     rf_barrier_init(&bar, nt);
 #pragma omp parallel num_threads(nt)
@@ -1359,7 +1369,59 @@ static int FN(forward)(const rf_fwd_args *a)
         /* the input projection of every valid step, hoisted out of the time loop; the
            thread projects the unit blocks it will own in the loop, so no barrier */
         const int rnn = !lstm && !gru;
-        for (int64_t ug = ub0; rnn && !hoist_gemm && ug < ub1; ug += 4) {
+        const FN(epi_args) ep = {cell, training, proj, reverse, T, N, H, P, Hp, Pp, lens, bsum,
+                                 gru_after ? bhn : NULL, gx, y, cst, mbuf, ws_c, ws_m, ws_hn};
+        if (one_step) {
+            const int64_t grp = rnn ? RF_QRNN : 2;   /* unit blocks per claim */
+            for (int64_t n = 0; n < N; n++)
+                act[n] = n;
+            for (;;) {
+                const int64_t ubp = __atomic_fetch_add(&next_group, grp, __ATOMIC_RELAXED);
+                if (ubp >= nub)
+                    break;
+                const int64_t nq = rf_min64(grp, nub - ubp);
+                for (int64_t i0 = 0; i0 < N; i0 += RF_ROWS_MAX) {
+                    const int64_t nr = rf_min64(RF_ROWS_MAX, N - i0);
+                    /* the input projection of these rows and blocks into gx */
+                    for (int64_t r = 0; r < nr; r++)
+                        hr[r] = x + (i0 + r) * I;
+                    for (int64_t q0 = 0; q0 < nq; q0 += rnn ? 4 : 2) {
+                        const int64_t nb = rf_min64(rnn ? 4 : 2, nq - q0), ub = ubp + q0;
+                        if (rnn)
+                            FN(wide_product_q)((int)nb, I, win + ub * I * VL, I * VL, hr, nr, out);
+                        else if (nb == 2)
+                            FN(gate_product_pair)((int)G, I, win + ub * I * G * VL,
+                                                  win + (ub + 1) * I * G * VL, hr, nr, out, out2);
+                        else
+                            FN(gate_product)((int)G, I, win + ub * I * G * VL, hr, nr, out);
+                        for (int64_t q = 0; q < nb; q++) {
+                            const int64_t u0 = (ub + q) * VL, nu = rf_min64(VL, H - u0);
+                            for (int64_t r = 0; r < nr; r++) {
+                                REAL *g = gx + (i0 + r) * GH + u0;
+                                if (rnn)
+                                    FN(vstore_n)(g, out[r][q], nu);
+                                else
+                                    for (int gq = 0; gq < G; gq++)
+                                        FN(vstore_n)(g + gq * H, (q ? out2 : out)[r][gq], nu);
+                            }
+                        }
+                    }
+                    /* the recurrent product, then the cell update */
+                    for (int64_t r = 0; r < nr; r++)
+                        hr[r] = hc + (i0 + r) * Pp;
+                    if (rnn)
+                        FN(rnn_product)(P, wmain + ubp * P * VL, P * VL, nq, hr, nr, outg);
+                    else if (nq == 2)
+                        FN(gate_product_pair)(Gm, P, wmain + ubp * P * Gm * VL,
+                                              wmain + (ubp + 1) * P * Gm * VL, hr, nr, outg[0], outg[1]);
+                    else
+                        FN(gate_product)(Gm, P, wmain + ubp * P * Gm * VL, hr, nr, outg[0]);
+                    for (int64_t half = 0; half < nq; half++)
+                        FN(epilogue)(&ep, 0, hc, hx, act + i0, nr, (ubp + half) * VL, outg[half]);
+                }
+            }
+        }
+        for (int64_t ug = ub0; rnn && !hoist_gemm && !one_step && ug < ub1; ug += 4) {
             const int Q = (int)rf_min64(4, ub1 - ug);
             int64_t rows[RF_ROWS_MAX];
             int64_t m = 0;
@@ -1375,7 +1437,7 @@ static int FN(forward)(const rf_fwd_args *a)
                 }
             }
         }
-        for (int64_t ubp = ub0; ubp < (hoist_gemm || rnn ? ub0 : ub1); ubp += 2) {
+        for (int64_t ubp = ub0; ubp < (hoist_gemm || rnn || one_step ? ub0 : ub1); ubp += 2) {
             const int pair = ubp + 1 < ub1;
             int64_t rows[RF_ROWS_MAX];
             int64_t m = 0;
@@ -1407,9 +1469,7 @@ static int FN(forward)(const rf_fwd_args *a)
             rf_split(N, &n0, &n1);
             ub0 = 0, ub1 = nub, pb0 = 0, pb1 = npb;
         }
-        const FN(epi_args) ep = {cell, training, proj, reverse, T, N, H, P, Hp, Pp, lens, bsum,
-                                 gru_after ? bhn : NULL, gx, y, cst, mbuf, ws_c, ws_m, ws_hn};
-        for (int64_t s = 0; s < T; s++) {
+        for (int64_t s = 0; s < (one_step ? 0 : T); s++) {
             int64_t na = 0;
             for (int64_t n = n0; n < n1; n++)
                 if (!lens || s < lens[n])
