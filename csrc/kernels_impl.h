@@ -1248,6 +1248,35 @@ static void FN(epilogue)(const FN(epi_args) *e, int64_t s, const REAL *hc, REAL 
 }
 
 
+/* The input projection of unit blocks ub..ub+nb-1 (nb <= 4 for the vanilla RNN's
+   single-gate blocks, <= 2 for gate blocks) for the x rows hr[0:nr], stored into the gx
+   rows rows[0:nr] (row width GH). */
+static inline void FN(project_blocks)(int rnn, int G, int64_t I, int64_t H, const REAL *win,
+                                      int64_t ub, int64_t nb, const REAL *const *hr,
+                                      const int64_t *rows, int64_t nr, REAL *gx,
+                                      VEC out[][4], VEC out2[][4])
+{
+    const int64_t GH = G * H;
+    if (rnn)
+        FN(wide_product_q)((int)nb, I, win + ub * I * VL, I * VL, hr, nr, out);
+    else if (nb == 2)
+        FN(gate_product_pair)(G, I, win + ub * I * G * VL, win + (ub + 1) * I * G * VL, hr, nr,
+                              out, out2);
+    else
+        FN(gate_product)(G, I, win + ub * I * G * VL, hr, nr, out);
+    for (int64_t q = 0; q < nb; q++) {
+        const int64_t u0 = (ub + q) * VL, nu = rf_min64(VL, H - u0);
+        for (int64_t r = 0; r < nr; r++) {
+            REAL *g = gx + rows[r] * GH + u0;
+            if (rnn)
+                FN(vstore_n)(g, out[r][q], nu);
+            else
+                for (int gq = 0; gq < G; gq++)
+                    FN(vstore_n)(g + gq * H, (q ? out2 : out)[r][gq], nu);
+        }
+    }
+}
+
 static int FN(forward)(const rf_fwd_args *a)
 {
     const int cell = a->cell, training = a->training, reverse = a->reverse;
@@ -1366,8 +1395,6 @@ static int FN(forward)(const rf_fwd_args *a)
         const REAL *hr[RF_ROWS_MAX];
         VEC out[RF_ROWS_MAX][4], out2[RF_ROWS_MAX][4];
         VEC outg[RF_QRNN > RF_QMAX ? RF_QRNN : RF_QMAX][RF_ROWS_MAX][4];
-        /* the input projection of every valid step, hoisted out of the time loop; the
-           thread projects the unit blocks it will own in the loop, so no barrier */
         const int rnn = !lstm && !gru;
         const FN(epi_args) ep = {cell, training, proj, reverse, T, N, H, P, Hp, Pp, lens, bsum,
                                  gru_after ? bhn : NULL, gx, y, cst, mbuf, ws_c, ws_m, ws_hn};
@@ -1382,30 +1409,14 @@ static int FN(forward)(const rf_fwd_args *a)
                 const int64_t nq = rf_min64(grp, nub - ubp);
                 for (int64_t i0 = 0; i0 < N; i0 += RF_ROWS_MAX) {
                     const int64_t nr = rf_min64(RF_ROWS_MAX, N - i0);
-                    /* the input projection of these rows and blocks into gx */
+                    /* the input projection of these rows and blocks into gx (row n of
+                       the single step is gx row n) */
                     for (int64_t r = 0; r < nr; r++)
                         hr[r] = x + (i0 + r) * I;
-                    for (int64_t q0 = 0; q0 < nq; q0 += rnn ? 4 : 2) {
-                        const int64_t nb = rf_min64(rnn ? 4 : 2, nq - q0), ub = ubp + q0;
-                        if (rnn)
-                            FN(wide_product_q)((int)nb, I, win + ub * I * VL, I * VL, hr, nr, out);
-                        else if (nb == 2)
-                            FN(gate_product_pair)((int)G, I, win + ub * I * G * VL,
-                                                  win + (ub + 1) * I * G * VL, hr, nr, out, out2);
-                        else
-                            FN(gate_product)((int)G, I, win + ub * I * G * VL, hr, nr, out);
-                        for (int64_t q = 0; q < nb; q++) {
-                            const int64_t u0 = (ub + q) * VL, nu = rf_min64(VL, H - u0);
-                            for (int64_t r = 0; r < nr; r++) {
-                                REAL *g = gx + (i0 + r) * GH + u0;
-                                if (rnn)
-                                    FN(vstore_n)(g, out[r][q], nu);
-                                else
-                                    for (int gq = 0; gq < G; gq++)
-                                        FN(vstore_n)(g + gq * H, (q ? out2 : out)[r][gq], nu);
-                            }
-                        }
-                    }
+                    for (int64_t q0 = 0; q0 < nq; q0 += rnn ? 4 : 2)
+                        FN(project_blocks)(rnn, (int)G, I, H, win, ubp + q0,
+                                           rf_min64(rnn ? 4 : 2, nq - q0), hr, act + i0, nr,
+                                           gx, out, out2);
                     /* the recurrent product, then the cell update */
                     for (int64_t r = 0; r < nr; r++)
                         hr[r] = hc + (i0 + r) * Pp;
@@ -1421,42 +1432,19 @@ static int FN(forward)(const rf_fwd_args *a)
                 }
             }
         }
-        for (int64_t ug = ub0; rnn && !hoist_gemm && !one_step && ug < ub1; ug += 4) {
-            const int Q = (int)rf_min64(4, ub1 - ug);
+        /* the input projection of every valid step, hoisted out of the time loop; the
+           thread projects the unit blocks it will own in the loop, so no barrier (the
+           RNN's single-gate blocks four at a time, gate blocks in pairs) */
+        const int64_t pstep = rnn ? 4 : 2;
+        for (int64_t ub = ub0; !hoist_gemm && !one_step && ub < ub1; ub += pstep) {
             int64_t rows[RF_ROWS_MAX];
             int64_t m = 0;
             while (m < T * N) {
                 const int64_t nr = rf_next_rows(T, N, lens, &m, rows, RF_ROWS_MAX);
                 for (int64_t r = 0; r < nr; r++)
                     hr[r] = x + rows[r] * I;
-                FN(wide_product_q)(Q, I, win + ug * I * VL, I * VL, hr, nr, out);
-                for (int q = 0; q < Q; q++) {
-                    const int64_t u0 = (ug + q) * VL, nu = rf_min64(VL, H - u0);
-                    for (int64_t r = 0; r < nr; r++)
-                        FN(vstore_n)(gx + rows[r] * GH + u0, out[r][q], nu);
-                }
-            }
-        }
-        for (int64_t ubp = ub0; ubp < (hoist_gemm || rnn || one_step ? ub0 : ub1); ubp += 2) {
-            const int pair = ubp + 1 < ub1;
-            int64_t rows[RF_ROWS_MAX];
-            int64_t m = 0;
-            while (m < T * N) {
-                const int64_t nr = rf_next_rows(T, N, lens, &m, rows, RF_ROWS_MAX);
-                for (int64_t r = 0; r < nr; r++)
-                    hr[r] = x + rows[r] * I;
-                if (pair)
-                    FN(gate_product_pair)((int)G, I, win + ubp * I * G * VL,
-                                          win + (ubp + 1) * I * G * VL, hr, nr, out, out2);
-                else
-                    FN(gate_product)((int)G, I, win + ubp * I * G * VL, hr, nr, out);
-                for (int half = 0; half <= pair; half++) {
-                    const int64_t u0 = (ubp + half) * VL, nu = rf_min64(VL, H - u0);
-                    VEC (*o)[4] = half ? out2 : out;
-                    for (int64_t r = 0; r < nr; r++)
-                        for (int q = 0; q < G; q++)
-                            FN(vstore_n)(gx + rows[r] * GH + q * H + u0, o[r][q], nu);
-                }
+                FN(project_blocks)(rnn, (int)G, I, H, win, ub, rf_min64(pstep, ub1 - ub), hr,
+                                   rows, nr, gx, out, out2);
             }
         }
         if (!prepacked) {
