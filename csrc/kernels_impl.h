@@ -1303,9 +1303,15 @@ static int FN(forward)(const rf_fwd_args *a)
        Its elements are single sequential chains over k, like the LSTM/GRU gate tiles and
        the RNN's wide tiles below, so the result is bitwise the same either way (batch
        invariance holds). */
-    /* (measured: below a few thousand rows the gate tiles are as fast or faster, and
-       they need no packing of W_ih per call) */
-    const int hoist_gemm = lens == NULL && T * N >= 4096;
+    /* From 1024 rows, if the product is not tiny. Measured (in-process pairs, 30 rounds,
+       GEMM/tiles time): 1600-2000 rows, T2 0.96, T5 inference 0.94, T7 and T8 0.97;
+       1024 rows, GRU H256 training 0.96, RNN H512 0.94, LSTM H128 1.00 but GRU H64
+       1.05 (G*H*I = 12288: packing and the GEMM's own thread split cost more than they
+       save). Below 1024 rows the gate tiles are as fast or faster (T1 and T6, 400 and
+       800 rows: 1.00 and 1.01; G4, 400: 1.04; batch-1 rows 1.1 to 1.6), and they need
+       no packing of W_ih per call. */
+    const int hoist_gemm = lens == NULL
+        && (T * N >= 4096 || (T * N >= 1024 && GH * I >= 65536));
     if (hoist_gemm) {
         const int st = FN(gemm)(0, 1, T * N, GH, I, x, I, a->w_ih, I, 0, gx, GH, a->nthreads);
         if (st != RF_OK)

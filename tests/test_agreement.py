@@ -393,12 +393,14 @@ def test_batch_invariance_bitwise(cell, reset_after, proj, N):
 
 @pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", True), ("gru", False),
                                               ("rnn_tanh", True), ("rnn_relu", True)])
-def test_batch_invariance_across_projection_paths(cell, reset_after):
-    """Without lengths a large batch projects its inputs with the GEMM, a single
-    sequence with the gate tiles: both sum each output in one sequential chain, so the
-    results are bitwise equal."""
-    prob = make_problem(cell, 13, 320, 400, 16, seed=3)   # T*N = 4160 rows, I > one KC block
-    dy, dh_n, dc_n = upstream(cell, 13, 320, 16, 16, seed=4)
+@pytest.mark.parametrize("T,N,I,H", [(13, 320, 400, 16),    # T*N = 4160, I > one KC block
+                                     (13, 100, 1100, 64)])  # 1300 rows, G*H*I >= 65536
+def test_batch_invariance_across_projection_paths(cell, reset_after, T, N, I, H):
+    """Without lengths a large batch (4096 rows, or 1024 and a product that is not
+    tiny) projects its inputs with the GEMM, a single sequence with the gate tiles:
+    both sum each output in one sequential chain, so the results are bitwise equal."""
+    prob = make_problem(cell, T, N, I, H, seed=3)
+    dy, dh_n, dc_n = upstream(cell, T, N, H, H, seed=4)
     whole = run(cpu, cell, prob, False, reset_after, dy, dh_n, dc_n)
     n = 17
     alone = dict(prob, x=prob["x"][:, n:n + 1].copy(), h0=prob["h0"][n:n + 1].copy(),
