@@ -920,9 +920,23 @@ static void FN(ukernel)(int64_t kc, const REAL *restrict ap, const REAL *restric
 /* BLIS loop order: for each (NC columns, KC depth) block, the team packs op(B) once
    into a shared buffer, then splits the MC-row blocks of op(A) among threads. Each C
    element sums its k blocks in order, so results do not depend on the thread count. */
+/* gemm with a caller's buffer for the packed B block when `bext` holds at least
+   `bext_n` elements and that is enough (a layer call whose own weight pack is not yet,
+   or no longer, in use); otherwise this thread's GEMM scratch. */
+static int FN(gemm_buf)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL *A,
+                        int64_t lda, const REAL *B, int64_t ldb, int beta_one, REAL *C,
+                        int64_t ldc, int nthreads, REAL *bext, size_t bext_n);
+
 static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL *A,
                     int64_t lda, const REAL *B, int64_t ldb, int beta_one, REAL *C,
                     int64_t ldc, int nthreads)
+{
+    return FN(gemm_buf)(ta, tb, m, n, k, A, lda, B, ldb, beta_one, C, ldc, nthreads, NULL, 0);
+}
+
+static int FN(gemm_buf)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL *A,
+                        int64_t lda, const REAL *B, int64_t ldb, int beta_one, REAL *C,
+                        int64_t ldc, int nthreads, REAL *bext, size_t bext_n)
 {
     if (m <= 0 || n <= 0)
         return RF_OK;
@@ -936,7 +950,8 @@ static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL 
     const int64_t mblocks = (m + MC - 1) / MC;
     const int nt = rf_threads_for(nthreads, (double)2 * m * n * k, 4.0e6,
                                   rf_min64(mblocks, 1 << 20));
-    REAL *bbuf = rf_scratch(RF_SLOT_GEMM_B, (size_t)nc_max * KC * sizeof(REAL));
+    REAL *bbuf = bext != NULL && bext_n >= (size_t)(nc_max * KC)
+        ? bext : rf_scratch(RF_SLOT_GEMM_B, (size_t)nc_max * KC * sizeof(REAL));
     if (bbuf == NULL)
         return RF_ENOMEM;
     int failed = 0;
@@ -1312,11 +1327,6 @@ static int FN(forward)(const rf_fwd_args *a)
        no packing of W_ih per call. */
     const int hoist_gemm = lens == NULL
         && (T * N >= 4096 || (T * N >= 1024 && GH * I >= 65536));
-    if (hoist_gemm) {
-        const int st = FN(gemm)(0, 1, T * N, GH, I, x, I, a->w_ih, I, 0, gx, GH, a->nthreads);
-        if (st != RF_OK)
-            return st;
-    }
     FN(zero_padded)(ws_m, T, N, H, lens);
     FN(zero_padded)(ws_hn, T, N, H, lens);
 
@@ -1349,6 +1359,15 @@ static int FN(forward)(const rf_fwd_args *a)
     REAL *packbuf = prepacked ? (REAL *)a->wpack : rf_scratch(RF_SLOT_PACK, n_packs * sizeof(REAL));
     if (scratch == NULL || act_all == NULL || packbuf == NULL)
         return RF_ENOMEM;
+    if (hoist_gemm) {
+        /* the recurrent weights are packed after the projection: until then their
+           buffer holds the GEMM's packed W_ih block (no GEMM scratch of its own; the
+           buffer is the caller's prepacked weights in eval, not to be written) */
+        const int st = FN(gemm_buf)(0, 1, T * N, GH, I, x, I, a->w_ih, I, 0, gx, GH,
+                                    a->nthreads, prepacked ? NULL : packbuf, n_packs);
+        if (st != RF_OK)
+            return st;
+    }
     REAL *bsum = scratch, *bhn = bsum + G * Hp, *hA = bhn + Hp, *hB = hA + N * Pp;
     REAL *cst = hB + N * Pp, *mbuf = cst + N * Hp;
     REAL *win = packbuf;
@@ -1828,10 +1847,13 @@ static int FN(backward)(const rf_bwd_args *a)
         }
     }
 
-    /* hoisted products over all steps */
+    /* hoisted products over all steps; the transposed weight packs of the time loop are
+       no longer needed, and their buffer holds the GEMMs' packed B blocks */
+    const size_t n_pack = n_t3 + n_tr + n_tn;
+#define FN_GEMM(...) FN(gemm_buf)(__VA_ARGS__, packbuf, n_pack)
     int st = RF_OK;
-    st |= FN(gemm)(0, 0, M, I, GH, dgx, GH, w_ih, I, 0, a->dx, I, nthreads);
-    st |= FN(gemm)(1, 0, GH, I, M, dgx, GH, x, I, 0, a->dw_ih, I, nthreads);
+    st |= FN_GEMM(0, 0, M, I, GH, dgx, GH, w_ih, I, 0, a->dx, I, nthreads);
+    st |= FN_GEMM(1, 0, GH, I, M, dgx, GH, x, I, 0, a->dw_ih, I, nthreads);
     /* dW_hh = sum_t dgr_t^T h_prev(t): each sequence's first step pairs with h0, the rest
        with hs shifted by one step (padded hs rows are zero, so they add nothing) */
     for (int64_t n = 0; n < N; n++) {
@@ -1841,17 +1863,18 @@ static int FN(backward)(const rf_bwd_args *a)
         else
             memcpy(gfirst + n * GH, dgr + ((reverse ? len - 1 : 0) * N + n) * GH, (size_t)GH * sizeof(REAL));
     }
-    st |= FN(gemm)(1, 0, GHrec, P, N, gfirst, GH, h0, P, 0, a->dw_hh, P, nthreads);
+    st |= FN_GEMM(1, 0, GHrec, P, N, gfirst, GH, h0, P, 0, a->dw_hh, P, nthreads);
     if (T > 1) {
         if (!reverse)
-            st |= FN(gemm)(1, 0, GHrec, P, (T - 1) * N, dgr + N * GH, GH, hs, P, 1, a->dw_hh, P, nthreads);
+            st |= FN_GEMM(1, 0, GHrec, P, (T - 1) * N, dgr + N * GH, GH, hs, P, 1, a->dw_hh, P, nthreads);
         else
-            st |= FN(gemm)(1, 0, GHrec, P, (T - 1) * N, dgr, GH, hs + N * P, P, 1, a->dw_hh, P, nthreads);
+            st |= FN_GEMM(1, 0, GHrec, P, (T - 1) * N, dgr, GH, hs + N * P, P, 1, a->dw_hh, P, nthreads);
     }
     if (gru_before)
-        st |= FN(gemm)(1, 0, H, P, M, dgr + 2 * H, GH, ws_hn, H, 0, (REAL *)a->dw_hh + 2 * H * P, P, nthreads);
+        st |= FN_GEMM(1, 0, H, P, M, dgr + 2 * H, GH, ws_hn, H, 0, (REAL *)a->dw_hh + 2 * H * P, P, nthreads);
     if (proj)
-        st |= FN(gemm)(1, 0, P, H, M, dhtot, P, a->ws_m, H, 0, a->dw_hr, H, nthreads);
+        st |= FN_GEMM(1, 0, P, H, M, dhtot, P, a->ws_m, H, 0, a->dw_hr, H, nthreads);
+#undef FN_GEMM
     if (a->has_bias) {
         FN(colsum)(M, GH, dgx, GH, a->db_ih, nthreads);
         FN(colsum)(M, GH, dgr, GH, a->db_hh, nthreads);
