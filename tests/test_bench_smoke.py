@@ -156,3 +156,19 @@ def test_peers_agree_on_tiny_shapes(peer):
             assert entry["status"] == "-"
         else:
             assert entry["status"] == "ok", (res["shape"]["id"], entry)
+
+
+def test_calls_per_sample_ignores_a_slow_first_call():
+    """The count comes from batches after the warm-up, not from single calls: a first
+    call 500x slower than the rest (a sleeping thread pool, cold caches) must not shrink
+    the samples to a few calls."""
+    import time
+    n = {"calls": 0}
+
+    def fn():
+        n["calls"] += 1
+        time.sleep(0.5 if n["calls"] == 1 else 0.001)
+
+    k = B.calls_per_sample(fn, 0.05, warmup=1)
+    assert k >= 5, k             # about 50 on an idle machine; the old rule gave 1
+    assert B.calls_per_sample(lambda: None, 0.0) == 1
