@@ -917,9 +917,6 @@ static void FN(ukernel)(int64_t kc, const REAL *restrict ap, const REAL *restric
             c[i * ldc + j] = tile[i][j];
 }
 
-/* BLIS loop order: for each (NC columns, KC depth) block, the team packs op(B) once
-   into a shared buffer, then splits the MC-row blocks of op(A) among threads. Each C
-   element sums its k blocks in order, so results do not depend on the thread count. */
 /* gemm with a caller's buffer for the packed B block when `bext` holds at least
    `bext_n` elements and that is enough (a layer call whose own weight pack is not yet,
    or no longer, in use); otherwise this thread's GEMM scratch. */
@@ -934,6 +931,9 @@ static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL 
     return FN(gemm_buf)(ta, tb, m, n, k, A, lda, B, ldb, beta_one, C, ldc, nthreads, NULL, 0);
 }
 
+/* BLIS loop order: for each (NC columns, KC depth) block, the team packs op(B) once
+   into a shared buffer, then splits the MC-row blocks of op(A) among threads. Each C
+   element sums its k blocks in order, so results do not depend on the thread count. */
 static int FN(gemm_buf)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL *A,
                         int64_t lda, const REAL *B, int64_t ldb, int beta_one, REAL *C,
                         int64_t ldc, int nthreads, REAL *bext, size_t bext_n)

@@ -800,11 +800,11 @@ def calls_per_sample(fn, min_time, warmup=1, limit=10000):
     """Back-to-back calls of ``fn`` that last at least ``min_time`` seconds together.
 
     After ``warmup`` calls, batches of 1, 2, 4, ... calls are timed until one lasts a
-    tenth of ``min_time``; the fastest time per call among them sets the count. Single calls right after a
-    pause are no measure: the thread pool is asleep and the weights may have left the
-    caches (measured: an eval GRU H=512 step took 0.4-9 ms right after `quiesce`, 0.08-0.13
-    ms per call in a batch), and a count set from them made samples of 13 calls, 2.5 ms,
-    whose first call dominated.
+    tenth of ``min_time``; the fastest time per call among them sets the count. Single
+    calls right after a pause are no measure: the thread pool is asleep and the weights
+    may have left the caches (measured: an eval GRU H=512 step took 0.4-9 ms right after
+    `quiesce`, 0.08-0.13 ms per call in a batch), and a count set from them made samples
+    of 13 calls, 2.5 ms, whose first call dominated.
     """
     for _ in range(max(warmup, 1)):
         fn()
