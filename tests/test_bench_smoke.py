@@ -158,17 +158,20 @@ def test_peers_agree_on_tiny_shapes(peer):
             assert entry["status"] == "ok", (res["shape"]["id"], entry)
 
 
-def test_calls_per_sample_ignores_a_slow_first_call():
+def test_calls_per_sample_ignores_a_slow_first_call(monkeypatch):
     """The count comes from batches after the warm-up, not from single calls: a first
     call 500x slower than the rest (a sleeping thread pool, cold caches) must not shrink
-    the samples to a few calls."""
-    import time
-    n = {"calls": 0}
+    the samples to a few calls. The calls advance a fake clock, so nothing here depends
+    on how fast this machine is."""
+    import types
+    clock = {"now": 0.0, "calls": 0}
 
     def fn():
-        n["calls"] += 1
-        time.sleep(0.5 if n["calls"] == 1 else 0.001)
+        clock["calls"] += 1
+        clock["now"] += 0.5 if clock["calls"] == 1 else 0.001
 
-    k = B.calls_per_sample(fn, 0.05, warmup=1)
-    assert k >= 5, k             # about 50 on an idle machine; the old rule gave 1
+    monkeypatch.setattr(B, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    assert 48 <= B.calls_per_sample(fn, 0.05, warmup=1) <= 51   # 50; the old rule gave 1
+    clock.update(now=0.0, calls=0)
+    assert 48 <= B.calls_per_sample(fn, 0.05, warmup=0) <= 51   # warm-up 0 still makes one call
     assert B.calls_per_sample(lambda: None, 0.0) == 1
