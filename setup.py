@@ -4,6 +4,10 @@ Environment switches:
   RNNFAST_DEBUG=1      -O0 -g and Cython bounds checks (for gdb / debug CI runs)
   RNNFAST_SANITIZE=1   build with AddressSanitizer + UndefinedBehaviorSanitizer
   RNNFAST_NO_OPENMP=1  serial build even when OpenMP is available
+  RNNFAST_WIDE_ON_AVX2=1  test build: the AVX-512 variant's code (64-byte vectors, its tile
+                       shapes and blocking) compiled for AVX2 and selected on AVX2 CPUs, so
+                       a machine without AVX-512 runs that variant's logic
+                       (tools/wide_vectors.sh)
 """
 import os
 import shutil
@@ -61,6 +65,7 @@ def openmp_flags():
 
 debug = bool(os.environ.get("RNNFAST_DEBUG"))
 sanitize = bool(os.environ.get("RNNFAST_SANITIZE"))
+wide_on_avx2 = bool(os.environ.get("RNNFAST_WIDE_ON_AVX2"))
 omp = openmp_flags()
 if omp is None and os.environ.get("RNNFAST_NO_OPENMP"):
     print("rnnfast: RNNFAST_NO_OPENMP set, building serial kernels", file=sys.stderr)
@@ -90,6 +95,10 @@ sources = ["rnnfast/_cpu/_kernels.pyx", "csrc/dispatch.c", "csrc/kern_base.c"]
 if sysconfig.get_platform().endswith(("x86_64", "amd64")) or "x86_64" in sysconfig.get_platform():
     sources += ["csrc/kern_avx2.c", "csrc/kern_avx512.c"]
     compile_args.append("-DRF_HAVE_X86_VARIANTS")
+    if wide_on_avx2:
+        # GCC lowers the 64-byte vector type to pairs of AVX2 operations; -Wno-psabi: the
+        # ABI note for such vectors does not concern functions internal to one file
+        compile_args += ["-DRF_WIDE_ON_AVX2", "-Wno-psabi"]
 
 extensions = [
     Extension(
