@@ -775,22 +775,36 @@ static inline void FN(axpy)(int64_t n, REAL coef, const REAL *restrict src, REAL
 static void FN(pack_a)(int ta, const REAL *A, int64_t lda, int64_t i0, int64_t mc,
                        int64_t p0, int64_t kc, REAL *restrict buf)
 {
-    for (int64_t ip = 0; ip < mc; ip += MR) {
-        REAL *dst = buf + ip * kc;
-        const int64_t mr = rf_min64(MR, mc - ip);
-        if (ta && mr == MR) {   /* constant-size copies inline (GCC turns the loop below
-                                   into a libc memcpy call per MR elements) */
-            for (int64_t k = 0; k < kc; k++)
-                memcpy(dst + k * MR, A + (p0 + k) * lda + i0 + ip, MR * sizeof(REAL));
-        } else if (ta) {     /* A stored (k, m): rows of the panel are contiguous */
+    if (ta) {   /* A stored (k, m): row k holds the block's mc values side by side */
+        /* Row by row, each row's values to the block's micro-panels: every line of A is
+           read once. (Panel by panel read each row's 64-byte line once per panel it
+           covers, kc rows lda apart; with lda a multiple of 4 KiB they all fall in one
+           L1 set. Measured, in-process pairs, 16 rounds, new/old time: dW shapes
+           1024x256x1600 0.956, 3072x1024x1600 0.965, 2048x512x400 0.981, 1760x1760x800
+           1.000.) */
+        const int64_t mfull = mc / MR * MR;
+        for (int64_t k = 0; k < kc; k++) {
+            const REAL *src = A + (p0 + k) * lda + i0;
+            for (int64_t ip = 0; ip < mfull; ip += MR)   /* constant size: inline moves */
+                memcpy(buf + ip * kc + k * MR, src + ip, MR * sizeof(REAL));
+        }
+        if (mfull < mc) {
+            REAL *dst = buf + mfull * kc;
+            const int64_t mr = mc - mfull;
             for (int64_t k = 0; k < kc; k++) {
-                const REAL *src = A + (p0 + k) * lda + i0 + ip;
+                const REAL *src = A + (p0 + k) * lda + i0 + mfull;
                 for (int64_t i = 0; i < mr; i++)
                     dst[k * MR + i] = src[i];
                 for (int64_t i = mr; i < MR; i++)
                     dst[k * MR + i] = 0;
             }
-        } else if (mr == MR) {   /* A stored (m, k), a full panel: MR row streams, VL
+        }
+        return;
+    }
+    for (int64_t ip = 0; ip < mc; ip += MR) {
+        REAL *dst = buf + ip * kc;
+        const int64_t mr = rf_min64(MR, mc - ip);
+        if (mr == MR) {   /* A stored (m, k), a full panel: MR row streams, VL
                                     k at a time, VL x VL blocks transposed in registers */
             const REAL *src = A + (i0 + ip) * lda + p0;
             int64_t k = 0;
