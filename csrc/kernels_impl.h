@@ -336,6 +336,8 @@ RF_TILEK(4, NB4)
 RF_TILEK(4, 1)
 RF_TILEK(3, NB3)
 RF_TILEK(3, 1)
+RF_TILEK(4, 2)
+RF_TILEK(3, 2)
 #if NB3W != NB3
 /* Three-gate tiles of NB3W = 4 rows (AVX2): 12 accumulators, the three weight vectors of
    the current k and one broadcast fill the 16 registers, with the row loop outside the
@@ -394,6 +396,12 @@ static void FN(gate_product_sliced)(int G, int64_t K, const REAL *wp, const REAL
         if (G == 3 && NB3W != NB3)
             for (; r + NB3 <= nrows; r += NB3)
                 RF_TILEK_NAME(3, NB3)(k0, k1, wp, hr + r, out + r, k0 > 0);
+        for (; r + 2 <= nrows; r += 2) {
+            if (G == 4)
+                FN(tilek_g4_nb2)(k0, k1, wp, hr + r, out + r, k0 > 0);
+            else
+                FN(tilek_g3_nb2)(k0, k1, wp, hr + r, out + r, k0 > 0);
+        }
         for (; r < nrows; r++) {
             if (G == 4)
                 FN(tilek_g4_nb1)(k0, k1, wp, hr + r, out + r, k0 > 0);
@@ -561,16 +569,23 @@ RF_TILEQ(3, RF_Q3)
    against the whole group at once (Q * G chains instead of G). Two leftover rows went
    one by one against the group before, each re-reading the group's weights with one
    load per FMA (measured, in-process pairs, 30 rounds, new/old time: L6, N = 8 = 3+3+2,
-   0.922 +- 0.029; T4 and T7, N = 32 = 24 + 3+3+2, 0.986 and 0.979 +- 0.020). The
-   single leftover row stays as it was: turning 3+1 into 2+2 rows measured L5 1.08,
-   T1 0.99, S1 1.00. Every output is one chain over k in every tile: results do not
-   change. */
+   0.922 +- 0.029; T4 and T7, N = 32 = 24 + 3+3+2, 0.986 and 0.979 +- 0.020). Where
+   the block's product is sliced over k, the two rows run inside the slices too, while
+   the slice's weights are in L1 (not from L2 or L3 again after the full tiles): L6
+   0.977 +- 0.021, T4 0.988 +- 0.016, T7 0.985 +- 0.014 more. The single leftover row
+   stays as it was: turning 3+1 into 2+2 rows measured L5 1.08, T1 0.99, S1 1.00.
+   Every output is one chain over k in every tile: results do not change. */
 static inline void FN(gate_product_group)(int G, int64_t K, const REAL *w0, int64_t wstride,
                                           int64_t nq, const REAL *const *hr, int64_t nrows,
                                           VEC outg[][RF_ROWS_MAX][4])
 {
     const int64_t qfull = G == 4 ? RF_Q4 : RF_Q3;
     const int64_t full = FN(tiled_rows)(G, nrows);
+    if (nrows - full == 2 && K > RF_KSLICE) {   /* all rows slice by slice (see above) */
+        for (int64_t q = 0; q < nq; q++)
+            FN(gate_product_sliced)(G, K, w0 + q * wstride, hr, nrows, outg[q]);
+        return;
+    }
     for (int64_t q = 0; q < nq; q++)
         FN(gate_product)(G, K, w0 + q * wstride, hr, full, outg[q]);
     int64_t r = full;

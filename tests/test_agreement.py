@@ -391,6 +391,29 @@ def test_batch_invariance_bitwise(cell, reset_after, proj, N):
         assert np.array_equal(one["d_h0"][0], whole["d_h0"][n])
 
 
+@pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", True), ("gru", False)])
+@pytest.mark.parametrize("N", [5, 8, 10, 11])
+def test_row_tiles_with_leftover_rows(cell, reset_after, N):
+    """Hidden and input sizes over one k-slice of the gate tiles (128 floats on AVX2), so
+    the per-step products go slice by slice, with batches that leave one or two rows
+    after the full row tiles (LSTM 3-row tiles: 5 = 3+2, 8 = 3+3+2, 10 = 9+1, 11 = 9+2;
+    GRU 4-row tiles: 10 = 8+2, 11 = 8+3). Each sequence alone is bitwise its row of the
+    batch, and float64 agrees with the reference."""
+    prob = make_problem(cell, 4, N, 136, 160, seed=N)
+    dy, dh_n, dc_n = upstream(cell, 4, N, 160, 160, seed=N + 1)
+    whole = run(cpu, cell, prob, False, reset_after, dy, dh_n, dc_n)
+    assert_f64_agree(whole, run(ref, cell, prob, False, reset_after, dy, dh_n, dc_n),
+                     f"{cell} N={N}")
+    for n in (0, N - 2, N - 1):
+        alone = dict(prob, x=prob["x"][:, n:n + 1].copy(), h0=prob["h0"][n:n + 1].copy(),
+                     c0=None if prob["c0"] is None else prob["c0"][n:n + 1].copy())
+        one = run(cpu, cell, alone, False, reset_after, dy[:, n:n + 1].copy(),
+                  dh_n[n:n + 1].copy(), None if dc_n is None else dc_n[n:n + 1].copy())
+        assert np.array_equal(one["y"][:, 0], whole["y"][:, n])
+        assert np.array_equal(one["h_n"][0], whole["h_n"][n])
+        assert np.array_equal(one["d_x"][:, 0], whole["d_x"][:, n])
+
+
 @pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", True), ("gru", False),
                                               ("rnn_tanh", True), ("rnn_relu", True)])
 @pytest.mark.parametrize("T,N,I,H", [(13, 320, 400, 16),    # T*N = 4160, I > one KC block
