@@ -28,15 +28,9 @@ if [ ! -e "$asan" ] || [ ! -e "$ubsan" ]; then
   exit 77
 fi
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/rnnfast-sanitize.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-cp -r "$root/csrc" "$root/rnnfast" "$root/tests" "$root/setup.py" "$root/pyproject.toml" \
-      "$root/README.md" "$work/"
-find "$work/rnnfast" \( -name '*.so' -o -name '__pycache__' \) -prune -exec rm -rf {} +
-cd "$work"
-echo "sanitize: building with -fsanitize=address,undefined in $work"
-RNNFAST_SANITIZE=1 "$py" setup.py -q build_ext --inplace >build.log 2>&1 || {
-  cat build.log; exit 1; }
+# shellcheck source=tools/scratch_build.sh
+. "$root/tools/scratch_build.sh"
+scratch_build sanitize RNNFAST_SANITIZE=1 "building with -fsanitize=address,undefined"
 
 # the tests import this scratch build (the current directory comes first on sys.path),
 # never an installed rnnfast

@@ -29,15 +29,9 @@ if ! grep -qw avx2 /proc/cpuinfo 2>/dev/null || ! grep -qw fma /proc/cpuinfo 2>/
   exit 77
 fi
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/rnnfast-wide.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-cp -r "$root/csrc" "$root/rnnfast" "$root/tests" "$root/setup.py" "$root/pyproject.toml" \
-      "$root/README.md" "$work/"
-find "$work/rnnfast" \( -name '*.so' -o -name '__pycache__' \) -prune -exec rm -rf {} +
-cd "$work"
-echo "wide_vectors: building the avx512 variant for AVX2 in $work"
-RNNFAST_WIDE_ON_AVX2=1 "$py" setup.py -q build_ext --inplace >build.log 2>&1 || {
-  cat build.log; exit 1; }
+# shellcheck source=tools/scratch_build.sh
+. "$root/tools/scratch_build.sh"
+scratch_build wide_vectors RNNFAST_WIDE_ON_AVX2=1 "building the avx512 variant for AVX2"
 
 # the tests import this scratch build (the current directory comes first on sys.path);
 # make sure of it, and that the wide variant is the one selected
