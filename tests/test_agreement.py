@@ -392,13 +392,15 @@ def test_batch_invariance_bitwise(cell, reset_after, proj, N):
 
 
 @pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", True), ("gru", False)])
-@pytest.mark.parametrize("N", [5, 8, 10, 11])
+@pytest.mark.parametrize("N", [4, 5, 7, 8, 10, 11])
 def test_row_tiles_with_leftover_rows(cell, reset_after, N):
     """Hidden and input sizes over one k-slice of the gate tiles (128 floats on AVX2), so
     the per-step products go slice by slice, with batches that leave one or two rows
     after the full row tiles (LSTM 3-row tiles: 5 = 3+2, 8 = 3+3+2, 10 = 9+1, 11 = 9+2;
-    GRU 4-row tiles: 10 = 8+2, 11 = 8+3). Each sequence alone is bitwise its row of the
-    batch, and float64 agrees with the reference."""
+    GRU 4-row tiles: 10 = 8+2, 11 = 8+3; LSTM batches of 4 and 7 on AVX2 take 4-row
+    tiles of three gate vectors across each group of three unit blocks, then 3 rows).
+    Each sequence alone is bitwise its row of the batch, and float64 agrees with the
+    reference."""
     prob = make_problem(cell, 4, N, 136, 160, seed=N)
     dy, dh_n, dc_n = upstream(cell, 4, N, 160, 160, seed=N + 1)
     whole = run(cpu, cell, prob, False, reset_after, dy, dh_n, dc_n)
