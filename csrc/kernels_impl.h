@@ -1258,29 +1258,35 @@ typedef struct {
 } FN(epi_args);
 
 /* The out-of-line entry of an epilogue: whole vectors (every unit block but a ragged
-   last one) take the body specialised for nu == VL, without the tail tests. STATE_ is the
+   last one) take the body specialised for nu == VL, without the tail tests. The input
+   projection comes from the gx rows, or, where `ox` is given, from ox[r][g] (computed
+   in the time step itself: FN(forward)'s fuse_x). STATE_ is the
    cell's state pointers, declared (STATE_DECL_) and passed on (STATE_ARGS_). */
 #define RF_EPI_OUTLINE(NAME_, STATE_DECL_, STATE_ARGS_)                                     \
     __attribute__((noinline)) static void FN(epi_##NAME_)(const FN(epi_args) *e, int64_t s, \
-        RF_UNPAREN STATE_DECL_, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])    \
+        RF_UNPAREN STATE_DECL_, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4],    \
+        VEC (*ox)[4])                                                                       \
     {                                                                                       \
         const int64_t nu = rf_min64(VL, e->H - u0);                                         \
         if (nu == VL)                                                                       \
-            FN(epi_##NAME_##_n)(e, s, RF_UNPAREN STATE_ARGS_, act, nr, u0, o, VL);          \
+            FN(epi_##NAME_##_n)(e, s, RF_UNPAREN STATE_ARGS_, act, nr, u0, o, ox, VL);      \
         else                                                                                \
-            FN(epi_##NAME_##_n)(e, s, RF_UNPAREN STATE_ARGS_, act, nr, u0, o, nu);          \
+            FN(epi_##NAME_##_n)(e, s, RF_UNPAREN STATE_ARGS_, act, nr, u0, o, ox, nu);      \
     }
 #define RF_UNPAREN(...) __VA_ARGS__
 
+/* gate q's input projection for row r of an epilogue (g: the row's gx at u0) */
+#define RF_GX_(q_) (ox ? ox[r][q_] : FN(vload_n)(g + (q_) * H, nu))
+
 static inline __attribute__((always_inline)) void FN(epi_rnn_n)(const FN(epi_args) *e,
     int64_t s, REAL *hx, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4],
-    int64_t nu)
+    VEC (*ox)[4], int64_t nu)
 {
     const int64_t H = e->H, GH = H;
     const VEC b = FN(vload)(e->bsum + u0);
     for (int64_t r = 0; r < nr; r++) {
         const int64_t n = act[r], row = rf_step_time(e->lens, e->T, n, s, e->reverse) * e->N + n;
-        const VEC pre = FN(vload_n)(e->gx + row * GH + u0, nu) + b + o[r][0];
+        const VEC pre = (ox ? ox[r][0] : FN(vload_n)(e->gx + row * GH + u0, nu)) + b + o[r][0];
         const VEC h = e->cell == RF_RNN_TANH ? FN(vtanh)(pre) : FN(vrelu)(pre);
         FN(vstore)(hx + n * e->Pp + u0, h);
         FN(vstore_n)(e->y + row * e->P + u0, h, nu);
@@ -1291,7 +1297,7 @@ RF_EPI_OUTLINE(rnn, (REAL *hx), (hx))
 
 static inline __attribute__((always_inline)) void FN(epi_lstm_n)(const FN(epi_args) *e,
     int64_t s, REAL *hx, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4],
-    int64_t nu)
+    VEC (*ox)[4], int64_t nu)
 {
     const int64_t H = e->H, GH = 4 * H, Hp = e->Hp;
     const int training = e->training, proj = e->proj;
@@ -1300,10 +1306,10 @@ static inline __attribute__((always_inline)) void FN(epi_lstm_n)(const FN(epi_ar
     for (int64_t r = 0; r < nr; r++) {
         const int64_t n = act[r], row = rf_step_time(e->lens, e->T, n, s, e->reverse) * e->N + n;
         REAL *g = e->gx + row * GH + u0;
-        const VEC i = FN(vsigmoid)(FN(vload_n)(g, nu) + b0 + o[r][0]);
-        const VEC f = FN(vsigmoid)(FN(vload_n)(g + H, nu) + b1 + o[r][1]);
-        const VEC gg = FN(vtanh)(FN(vload_n)(g + 2 * H, nu) + b2 + o[r][2]);
-        const VEC og = FN(vsigmoid)(FN(vload_n)(g + 3 * H, nu) + b3 + o[r][3]);
+        const VEC i = FN(vsigmoid)(RF_GX_(0) + b0 + o[r][0]);
+        const VEC f = FN(vsigmoid)(RF_GX_(1) + b1 + o[r][1]);
+        const VEC gg = FN(vtanh)(RF_GX_(2) + b2 + o[r][2]);
+        const VEC og = FN(vsigmoid)(RF_GX_(3) + b3 + o[r][3]);
         REAL *cp = e->cst + n * Hp + u0;
         const VEC c = f * FN(vload)(cp) + i * gg;
         const VEC m = og * FN(vtanh)(c);
@@ -1330,7 +1336,7 @@ RF_EPI_OUTLINE(lstm, (REAL *hx), (hx))
 
 static inline __attribute__((always_inline)) void FN(epi_gru_n)(const FN(epi_args) *e,
     int64_t s, const REAL *hc, REAL *hx, const int64_t *act, int64_t nr, int64_t u0,
-    VEC (*o)[4], int64_t nu)
+    VEC (*o)[4], VEC (*ox)[4], int64_t nu)
 {
     const int64_t H = e->H, GH = 3 * H, Hp = e->Hp, Pp = e->Pp;
     const int training = e->training;
@@ -1339,16 +1345,17 @@ static inline __attribute__((always_inline)) void FN(epi_gru_n)(const FN(epi_arg
     for (int64_t r = 0; r < nr; r++) {
         const int64_t n = act[r], row = rf_step_time(e->lens, e->T, n, s, e->reverse) * e->N + n;
         REAL *g = e->gx + row * GH + u0;
-        const VEC r_ = FN(vsigmoid)(FN(vload_n)(g, nu) + b0 + o[r][0]);
-        const VEC z = FN(vsigmoid)(FN(vload_n)(g + H, nu) + b1 + o[r][1]);
+        const VEC r_ = FN(vsigmoid)(RF_GX_(0) + b0 + o[r][0]);
+        const VEC z = FN(vsigmoid)(RF_GX_(1) + b1 + o[r][1]);
         const VEC hn = o[r][2] + bn;
-        const VEC nn = FN(vtanh)(FN(vload_n)(g + 2 * H, nu) + b2 + r_ * hn);
+        const VEC nn = FN(vtanh)(RF_GX_(2) + b2 + r_ * hn);
         const VEC h = ((REAL)1 - z) * nn + z * FN(vload)(hc + n * Pp + u0);
-        FN(vstore_n)(g, r_, nu);
-        FN(vstore_n)(g + H, z, nu);
-        FN(vstore_n)(g + 2 * H, nn, nu);
-        if (training)
+        if (training) {   /* the gates, for the backward */
+            FN(vstore_n)(g, r_, nu);
+            FN(vstore_n)(g + H, z, nu);
+            FN(vstore_n)(g + 2 * H, nn, nu);
             FN(vstore_n)(e->ws_hn + row * H + u0, hn, nu);
+        }
         FN(vstore)(hx + n * Pp + u0, h);
         FN(vstore_n)(e->y + row * e->P + u0, h, nu);
     }
@@ -1359,8 +1366,9 @@ RF_EPI_OUTLINE(gru, (const REAL *hc, REAL *hx), (hc, hx))
 /* GRU reset-before, phase A: r, z and r*h (the candidate needs all of r*h) */
 static inline __attribute__((always_inline)) void FN(epi_gru_rz_n)(const FN(epi_args) *e,
     int64_t s, const REAL *hc, const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4],
-    int64_t nu)
+    VEC (*ox)[4], int64_t nu)
 {
+    (void)ox;   /* never fused: the candidate's projection is read from gx later */
     const int64_t H = e->H, GH = 3 * H, Hp = e->Hp;
     const VEC b0 = FN(vload)(e->bsum + u0), b1 = FN(vload)(e->bsum + Hp + u0);
     for (int64_t r = 0; r < nr; r++) {
@@ -1376,17 +1384,20 @@ static inline __attribute__((always_inline)) void FN(epi_gru_rz_n)(const FN(epi_
 
 RF_EPI_OUTLINE(gru_rz, (const REAL *hc), (hc))
 
+#undef RF_GX_
+
 static void FN(epilogue)(const FN(epi_args) *e, int64_t s, const REAL *hc, REAL *hx,
-                         const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4])
+                         const int64_t *act, int64_t nr, int64_t u0, VEC (*o)[4],
+                         VEC (*ox)[4])
 {
     if (e->cell == RF_LSTM)
-        FN(epi_lstm)(e, s, hx, act, nr, u0, o);
+        FN(epi_lstm)(e, s, hx, act, nr, u0, o, ox);
     else if (e->cell == RF_GRU && e->bhn != NULL)
-        FN(epi_gru)(e, s, hc, hx, act, nr, u0, o);
+        FN(epi_gru)(e, s, hc, hx, act, nr, u0, o, ox);
     else if (e->cell == RF_GRU)
-        FN(epi_gru_rz)(e, s, hc, act, nr, u0, o);
+        FN(epi_gru_rz)(e, s, hc, act, nr, u0, o, ox);
     else
-        FN(epi_rnn)(e, s, hx, act, nr, u0, o);
+        FN(epi_rnn)(e, s, hx, act, nr, u0, o, ox);
 }
 
 
@@ -1417,6 +1428,23 @@ static inline void FN(project_blocks)(int rnn, int G, int64_t I, int64_t H, cons
                     FN(vstore_n)(g + gq * H, (q ? out2 : out)[r][gq], nu);
         }
     }
+}
+
+/* One step's products for nq adjacent unit blocks of a thread (panels wstride apart), as
+   the time loop tiles them: step_q blocks per group (RF_QRNN for the vanilla RNN, qg or
+   2 for the gates) */
+static inline void FN(step_product)(int rnn, int G, int64_t step_q, int64_t K, const REAL *w,
+                                    int64_t wstride, int64_t nq, const REAL *const *hr,
+                                    int64_t nr, VEC outg[][RF_ROWS_MAX][4])
+{
+    if (rnn)
+        FN(rnn_product)(K, w, wstride, nq, hr, nr, outg);
+    else if (step_q != 2)
+        FN(gate_product_group)(G, K, w, wstride, nq, hr, nr, outg);
+    else if (nq == 2)
+        FN(gate_product_pair)(G, K, w, w + wstride, hr, nr, outg[0], outg[1]);
+    else
+        FN(gate_product)(G, K, w, hr, nr, outg[0]);
 }
 
 static int FN(forward)(const rf_fwd_args *a)
@@ -1452,8 +1480,24 @@ static int FN(forward)(const rf_fwd_args *a)
        save). Below 1024 rows the gate tiles are as fast or faster (T1 and T6, 400 and
        800 rows: 1.00 and 1.01; G4, 400: 1.04; batch-1 rows 1.1 to 1.6), and they need
        no packing of W_ih per call. */
-    const int hoist_gemm = lens == NULL
-        && (T * N >= 4096 || (T * N >= 1024 && GH * I >= 65536));
+    const int large = lens == NULL && (T * N >= 4096 || (T * N >= 1024 && GH * I >= 65536));
+    /* Inference with a narrow input (I <= 128, or I <= 256 at 32+ rows): the input
+       projection inside the time loop, per step and unit-block group, into registers the
+       epilogue reads (outx), instead of into gx before the loop. gx is written and read
+       back once per row either way, about as much memory traffic as the product's own
+       I FMAs per element at I = 128 (from DRAM when T*N*G*H is large); inside the step,
+       W_ih's panels come from L2 with W_hh's. Each element is still one chain over k from
+       zero, so results do not change. Measured, in-process pairs, 12 rounds, new/old
+       time (I = H): H64 N256 T50 0.76, LSTM H128 N128 T100 0.82, N16 T300 0.87, N8 T600
+       0.90, N64 T10 0.92; GRU H128 N128 0.92, H256 N32 0.89; LSTM H256 N64 0.95; RNN H128
+       N8 0.95. Not where it lost: one or two rows (LSTM H128 N1 T5000 1.23, GRU H256 N2
+       1.29: the hoisted product reuses each weight across T*N rows, the step only across
+       N); wider inputs (I = 512: S1 1.00, GRU N64 1.03, RNN N8 1.11; I = 1024 LSTM N16-32
+       1.18-1.22: W_ih's share of every step then streams from L3); training, where gx
+       holds the gates anyway (LSTM H256 N32 T150 1.00, H128 1.00). */
+    const int fuse_x = !training && !gru_before && lens == NULL && T > 1 && N >= 4
+                       && (I <= 128 || (I <= 256 && N >= 32));
+    const int hoist_gemm = large && !fuse_x;
     FN(zero_padded)(ws_m, T, N, H, lens);
     FN(zero_padded)(ws_hn, T, N, H, lens);
 
@@ -1479,7 +1523,8 @@ static int FN(forward)(const rf_fwd_args *a)
        backward's own pack, and one cached buffer serves both without growing (no
        page faults per step, no extra peak memory) */
     const size_t n_rec = n_main + n_cand + n_proj;
-    const size_t n_packs = prepacked ? 0 : (hoist_gemm ? n_rec : (n_in > n_rec ? n_in : n_rec));
+    const size_t n_packs = prepacked ? 0 : fuse_x ? n_in + n_rec
+                           : (hoist_gemm ? n_rec : (n_in > n_rec ? n_in : n_rec));
     const size_t n_scratch = (size_t)(G * Hp + Hp + 2 * N * Pp + 2 * N * Hp);
     REAL *scratch = rf_scratch(RF_SLOT_STATE, n_scratch * sizeof(REAL));
     int64_t *act_all = rf_scratch(RF_SLOT_ACTIVE, (size_t)(nt * N) * sizeof(int64_t));
@@ -1498,7 +1543,7 @@ static int FN(forward)(const rf_fwd_args *a)
     REAL *bsum = scratch, *bhn = bsum + G * Hp, *hA = bhn + Hp, *hB = hA + N * Pp;
     REAL *cst = hB + N * Pp, *mbuf = cst + N * Hp;
     REAL *win = packbuf;
-    REAL *wmain = prepacked ? win + n_in : packbuf, *wcand = wmain + n_main, *wproj = wcand + n_cand;
+    REAL *wmain = prepacked || fuse_x ? win + n_in : packbuf, *wcand = wmain + n_main, *wproj = wcand + n_cand;
     memset(scratch, 0, (size_t)(G * Hp + Hp + 2 * N * Pp + 2 * N * Hp) * sizeof(REAL));
     for (int64_t q = 0; q < G; q++)
         for (int64_t u = 0; u < H; u++) {
@@ -1547,6 +1592,7 @@ static int FN(forward)(const rf_fwd_args *a)
         const REAL *hr[RF_ROWS_MAX];
         VEC out[RF_ROWS_MAX][4], out2[RF_ROWS_MAX][4];
         VEC outg[RF_QRNN > RF_QMAX ? RF_QRNN : RF_QMAX][RF_ROWS_MAX][4];
+        VEC outx[RF_QRNN > RF_QMAX ? RF_QRNN : RF_QMAX][RF_ROWS_MAX][4];
         const int rnn = !lstm && !gru;
         const FN(epi_args) ep = {cell, training, proj, reverse, T, N, H, P, Hp, Pp, lens, bsum,
                                  gru_after ? bhn : NULL, gx, y, cst, mbuf, ws_c, ws_m, ws_hn};
@@ -1580,7 +1626,8 @@ static int FN(forward)(const rf_fwd_args *a)
                     else
                         FN(gate_product)(Gm, P, wmain + ubp * P * Gm * VL, hr, nr, outg[0]);
                     for (int64_t half = 0; half < nq; half++)
-                        FN(epilogue)(&ep, 0, hc, hx, act + i0, nr, (ubp + half) * VL, outg[half]);
+                        FN(epilogue)(&ep, 0, hc, hx, act + i0, nr, (ubp + half) * VL, outg[half],
+                                     NULL);
                 }
             }
         }
@@ -1588,7 +1635,7 @@ static int FN(forward)(const rf_fwd_args *a)
            thread projects the unit blocks it will own in the loop, so no barrier (the
            RNN's single-gate blocks four at a time, gate blocks in pairs) */
         const int64_t pstep = rnn ? 4 : 2;
-        for (int64_t ub = ub0; !hoist_gemm && !one_step && ub < ub1; ub += pstep) {
+        for (int64_t ub = ub0; !hoist_gemm && !one_step && !fuse_x && ub < ub1; ub += pstep) {
             int64_t rows[RF_ROWS_MAX];
             int64_t m = 0;
             while (m < T * N) {
@@ -1600,7 +1647,7 @@ static int FN(forward)(const rf_fwd_args *a)
             }
         }
         if (!prepacked) {
-            if (!hoist_gemm)
+            if (!hoist_gemm && !fuse_x)
                 rf_barrier_wait(&bar, &sense);   /* every projection has read W_ih */
             FN(pack_forward_blocks)(a, ub0, ub1, pb0, pb1, NULL, wmain);
         }
@@ -1644,19 +1691,22 @@ static int FN(forward)(const rf_fwd_args *a)
                             __builtin_prefetch(g + q * H + nq * VL - 1, 0, 3);
                         }
                     }
-                    if (rnn)
-                        FN(rnn_product)(P, wmain + ubp * P * VL, P * VL, nq, hr, nr, outg);
-                    else if (step_q != 2)
-                        FN(gate_product_group)(Gm, P, wmain + ubp * P * Gm * VL, P * Gm * VL,
-                                               nq, hr, nr, outg);
-                    else if (nq == 2)
-                        FN(gate_product_pair)(Gm, P, wmain + ubp * P * Gm * VL,
-                                              wmain + (ubp + 1) * P * Gm * VL, hr, nr, outg[0], outg[1]);
-                    else
-                        FN(gate_product)(Gm, P, wmain + ubp * P * Gm * VL, hr, nr, outg[0]);
+                    if (fuse_x) {
+                        const REAL *xr[RF_ROWS_MAX];
+                        for (int64_t r = 0; r < nr; r++) {
+                            const int64_t n = act[i0 + r];
+                            xr[r] = x + (rf_step_time(lens, T, n, s, reverse) * N + n) * I;
+                        }
+                        const int64_t ws = I * (rnn ? 1 : G) * VL;
+                        FN(step_product)(rnn, (int)G, step_q, I, win + ubp * ws, ws, nq, xr, nr,
+                                         outx);
+                    }
+                    const int64_t ws = P * (rnn ? 1 : Gm) * VL;
+                    FN(step_product)(rnn, Gm, step_q, P, wmain + ubp * ws, ws, nq, hr, nr, outg);
                     for (int64_t half = 0; half < nq; half++) {
                         const int64_t u0 = (ubp + half) * VL;
-                        FN(epilogue)(&ep, s, hc, hx, act + i0, nr, u0, outg[half]);
+                        FN(epilogue)(&ep, s, hc, hx, act + i0, nr, u0, outg[half],
+                                     fuse_x ? outx[half] : NULL);
                     }
                 }
             }

@@ -191,6 +191,35 @@ def test_inference_mode_matches_training_mode():
             np.testing.assert_array_equal(c1, c2)
 
 
+@pytest.mark.parametrize("cell,reset_after,proj", VARIANTS, ids=lambda v: str(v))
+@pytest.mark.parametrize("T,N,I,H", [(6, 5, 7, 19),       # I <= 128 from 4 rows
+                                     (4, 33, 200, 24),    # I <= 256 from 32 rows
+                                     (3, 9, 128, 130),    # a ragged last unit block
+                                     (40, 120, 16, 8)])   # 4800 rows (else the GEMM)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_inference_projects_inside_the_step(cell, reset_after, proj, T, N, I, H, reverse):
+    """Inference with a narrow input and at least four rows computes the input projection
+    inside each time step (FN(forward)'s fuse_x); training computes it before the time
+    loop, with the gate tiles or the GEMM. Every element is one chain over k from zero
+    either way, so inference is bitwise training's forward, with and without packed
+    weights, in float64 and float32, and float64 agrees with the reference."""
+    for dtype in (np.float64, np.float32):
+        prob = make_problem(cell, T, N, I, H, proj=proj, seed=T + N, dtype=dtype)
+        args = (cell, prob["x"], prob["h0"], prob["c0"], prob["w_ih"], prob["w_hh"],
+                prob["b_ih"], prob["b_hh"], prob["w_hr"], None, reverse, reset_after)
+        pack = cpu.pack_weights(cell, prob["w_ih"], prob["w_hh"], prob["w_hr"], reset_after)
+        trained = cpu.layer_forward(*args, True)[:3]
+        for kw in ({}, {"packed": pack}):
+            inferred = cpu.layer_forward(*args, False, **kw)[:3]
+            for a, b in zip(inferred, trained):
+                if b is not None:
+                    np.testing.assert_array_equal(a, b)
+        if dtype == np.float64:
+            want = ref.layer_forward(*args, True)[:3]
+            assert_f64_agree(dict(zip(("y", "h_n", "c_n"), inferred)),
+                             dict(zip(("y", "h_n", "c_n"), want)), f"{cell} {T, N, I, H}")
+
+
 def test_empty_batch():
     for cell, reset_after, proj in VARIANTS:
         prob = make_problem(cell, 4, 0, 3, 5, proj=proj, seed=10)
