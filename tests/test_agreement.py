@@ -195,14 +195,19 @@ def test_inference_mode_matches_training_mode():
 @pytest.mark.parametrize("T,N,I,H", [(6, 5, 7, 19),       # I <= 128 from 4 rows
                                      (4, 33, 200, 24),    # I <= 256 from 32 rows
                                      (3, 9, 128, 130),    # a ragged last unit block
-                                     (40, 120, 16, 8)])   # 4800 rows (else the GEMM)
+                                     (40, 120, 16, 8),    # 4800 rows (else the GEMM)
+                                     (70, 60, 300, 32),   # the GEMM, gx gate-blocked
+                                     (46, 90, 260, 48)])  # 4140 rows, blocked or not
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_inference_projects_inside_the_step(cell, reset_after, proj, T, N, I, H, reverse):
+def test_inference_projection_paths(cell, reset_after, proj, T, N, I, H, reverse):
     """Inference with a narrow input and at least four rows computes the input projection
-    inside each time step (FN(forward)'s fuse_x); training computes it before the time
-    loop, with the gate tiles or the GEMM. Every element is one chain over k from zero
-    either way, so inference is bitwise training's forward, with and without packed
-    weights, in float64 and float32, and float64 agrees with the reference."""
+    inside each time step (FN(forward)'s fuse_x); a wide input over many rows, with
+    the GEMM before the time loop into gx stored gate-blocked (gx_blocked, where the
+    SIMD panel width divides H: 32 divides it for every build). Training projects with
+    the gate tiles or the GEMM into gx's row layout. Every element is one chain over k
+    from zero on every path, so inference is bitwise training's forward, with and
+    without packed weights, in float64 and float32, and float64 agrees with the
+    reference."""
     for dtype in (np.float64, np.float32):
         prob = make_problem(cell, T, N, I, H, proj=proj, seed=T + N, dtype=dtype)
         args = (cell, prob["x"], prob["h0"], prob["c0"], prob["w_ih"], prob["w_hh"],
