@@ -199,19 +199,23 @@ def test_inference_mode_matches_training_mode():
                                      (70, 60, 300, 32),   # the GEMM, gx gate-blocked
                                      (46, 90, 260, 48)])  # 4140 rows, blocked or not
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_inference_projection_paths(cell, reset_after, proj, T, N, I, H, reverse):
+@pytest.mark.parametrize("lengths", [None, "mixed"], ids=["full", "lengths"])
+def test_inference_projection_paths(cell, reset_after, proj, T, N, I, H, reverse, lengths):
     """Inference with a narrow input and at least four rows computes the input projection
     inside each time step (FN(forward)'s fuse_x); a wide input over many rows, with
     the GEMM before the time loop into gx stored gate-blocked (gx_blocked, where the
-    SIMD panel width divides H: 32 divides it for every build). Training projects with
-    the gate tiles or the GEMM into gx's row layout. Every element is one chain over k
+    SIMD panel width divides H: 32 divides it for every build; without lengths).
+    Training projects with the gate tiles or the GEMM into gx's row layout. With lengths
+    only the valid steps are projected, on every path. Every element is one chain over k
     from zero on every path, so inference is bitwise training's forward, with and
     without packed weights, in float64 and float32, and float64 agrees with the
     reference."""
     for dtype in (np.float64, np.float32):
-        prob = make_problem(cell, T, N, I, H, proj=proj, seed=T + N, dtype=dtype)
+        prob = make_problem(cell, T, N, I, H, proj=proj, lengths=lengths, seed=T + N,
+                            dtype=dtype)
         args = (cell, prob["x"], prob["h0"], prob["c0"], prob["w_ih"], prob["w_hh"],
-                prob["b_ih"], prob["b_hh"], prob["w_hr"], None, reverse, reset_after)
+                prob["b_ih"], prob["b_hh"], prob["w_hr"], prob["lengths"], reverse,
+                reset_after)
         pack = cpu.pack_weights(cell, prob["w_ih"], prob["w_hh"], prob["w_hr"], reset_after)
         trained = cpu.layer_forward(*args, True)[:3]
         for kw in ({}, {"packed": pack}):
