@@ -1659,13 +1659,9 @@ static int FN(forward)(const rf_fwd_args *a)
                     /* the recurrent product, then the cell update */
                     for (int64_t r = 0; r < nr; r++)
                         hr[r] = hc + (i0 + r) * Pp;
-                    if (rnn)
-                        FN(rnn_product)(P, wmain + ubp * P * VL, P * VL, nq, hr, nr, outg);
-                    else if (nq == 2)
-                        FN(gate_product_pair)(Gm, P, wmain + ubp * P * Gm * VL,
-                                              wmain + (ubp + 1) * P * Gm * VL, hr, nr, outg[0], outg[1]);
-                    else
-                        FN(gate_product)(Gm, P, wmain + ubp * P * Gm * VL, hr, nr, outg[0]);
+                    const int64_t ws = P * (rnn ? 1 : Gm) * VL;
+                    FN(step_product)(rnn, Gm, rnn ? RF_QRNN : 2, P, wmain + ubp * ws, ws, nq, hr,
+                                     nr, outg);
                     for (int64_t half = 0; half < nq; half++)
                         FN(epilogue)(&ep, 0, hc, hx, act + i0, nr, (ubp + half) * VL, outg[half],
                                      NULL);
@@ -1738,8 +1734,8 @@ static int FN(forward)(const rf_fwd_args *a)
                             const int64_t n = act[i0 + r];
                             xr[r] = x + (rf_step_time(lens, T, n, s, reverse) * N + n) * I;
                         }
-                        const int64_t ws = I * (rnn ? 1 : G) * VL;
-                        FN(step_product)(rnn, (int)G, step_q, I, win + ubp * ws, ws, nq, xr, nr,
+                        const int64_t wsx = I * (rnn ? 1 : G) * VL;
+                        FN(step_product)(rnn, (int)G, step_q, I, win + ubp * wsx, wsx, nq, xr, nr,
                                          outx);
                     }
                     const int64_t ws = P * (rnn ? 1 : Gm) * VL;
