@@ -348,6 +348,41 @@ RF_TILEK(3, NB3)
 RF_TILEK(3, 1)
 RF_TILEK(4, 2)
 RF_TILEK(3, 2)
+#if NB4 > 3
+/* AVX-512 (row tiles of 6): the 3 to 5 rows left over after the full tiles in one tile,
+   not one by one. A row alone re-reads the block's whole panel, from L3 where the
+   weights do not fit L2, so a batch of 4 read them 4 times per step. With 32 registers
+   5 rows x 4 gates (20 accumulators, the gate vectors and the broadcasts) fit. Each
+   output is the same single chain over k as in every other tile: no result changes. */
+RF_TILEK(4, 3)
+RF_TILEK(4, 4)
+RF_TILEK(4, 5)
+RF_TILEK(3, 3)
+RF_TILEK(3, 4)
+RF_TILEK(3, 5)
+#define RF_LEFT_TILES 1
+#else
+#define RF_LEFT_TILES 0
+#endif
+/* the rows hr[0:nr] (3 <= nr <= 5) of one G-gate block over k0..k1 (RF_LEFT_TILES) */
+static inline void FN(tilek_left)(int G, int64_t nr, int64_t k0, int64_t k1, const REAL *wp,
+                                  const REAL *const *hr, VEC out[][4], int init,
+                                  const REAL *pf)
+{
+#if RF_LEFT_TILES
+    if (G == 4) {
+        if (nr == 3) FN(tilek_g4_nb3)(k0, k1, wp, hr, out, init, pf);
+        else if (nr == 4) FN(tilek_g4_nb4)(k0, k1, wp, hr, out, init, pf);
+        else FN(tilek_g4_nb5)(k0, k1, wp, hr, out, init, pf);
+    } else {
+        if (nr == 3) FN(tilek_g3_nb3)(k0, k1, wp, hr, out, init, pf);
+        else if (nr == 4) FN(tilek_g3_nb4)(k0, k1, wp, hr, out, init, pf);
+        else FN(tilek_g3_nb5)(k0, k1, wp, hr, out, init, pf);
+    }
+#else
+    (void)G, (void)nr, (void)k0, (void)k1, (void)wp, (void)hr, (void)out, (void)init, (void)pf;
+#endif
+}
 #if NB3W != NB3
 /* Three-gate tiles of NB3W = 4 rows (AVX2): 12 accumulators, the three weight vectors of
    the current k and one broadcast fill the 16 registers, with the row loop outside the
@@ -416,6 +451,10 @@ static void FN(gate_product_sliced)(int G, int64_t K, const REAL *wp, const REAL
         if (G == 3 && NB3W != NB3)
             for (; r + NB3 <= nrows; r += NB3)
                 RF_TILEK_NAME(3, NB3)(k0, k1, wp, hr + r, out + r, k0 > 0, RF_PF_);
+        if (RF_LEFT_TILES && nrows - r >= 3) {
+            FN(tilek_left)(G, nrows - r, k0, k1, wp, hr + r, out + r, k0 > 0, RF_PF_);
+            r = nrows;
+        }
         for (; r + 2 <= nrows; r += 2) {
             if (G == 4)
                 FN(tilek_g4_nb2)(k0, k1, wp, hr + r, out + r, k0 > 0, RF_PF_);
@@ -439,6 +478,8 @@ static inline int64_t FN(tiled_rows)(int G, int64_t nrows)
     int64_t full = nrows / nb * nb;
     if (G == 3 && NB3W != NB3)
         full += (nrows - full) / NB3 * NB3;
+    if (RF_LEFT_TILES && (G == 3 || G == 4) && nrows - full >= 2)
+        full = nrows;   /* 3-5 rows in one tile, 2 in a two-row tile (gate_product) */
     return full;
 }
 
@@ -458,6 +499,14 @@ static inline void FN(gate_product)(int G, int64_t K, const REAL *wp, const REAL
     case 4:
         for (; r + NB4 <= nrows; r += NB4)
             RF_TILE_NAME(4, NB4)(K, wp, hr + r, out + r);
+        if (RF_LEFT_TILES && nrows - r >= 3) {
+            FN(tilek_left)(4, nrows - r, 0, K, wp, hr + r, out + r, 0, NULL);
+            r = nrows;
+        }
+        if (RF_LEFT_TILES && nrows - r == 2) {
+            FN(tile_g4_nb2)(K, wp, hr + r, out + r);
+            r = nrows;
+        }
         for (; r < nrows; r++)
             FN(tile_g4_nb1)(K, wp, hr + r, out + r);
         break;
@@ -467,6 +516,14 @@ static inline void FN(gate_product)(int G, int64_t K, const REAL *wp, const REAL
                 RF_TILE3W(K, wp, hr + r, out + r);
         for (; r + NB3 <= nrows; r += NB3)
             RF_TILE_NAME(3, NB3)(K, wp, hr + r, out + r);
+        if (RF_LEFT_TILES && nrows - r >= 3) {
+            FN(tilek_left)(3, nrows - r, 0, K, wp, hr + r, out + r, 0, NULL);
+            r = nrows;
+        }
+        if (RF_LEFT_TILES && nrows - r == 2) {
+            FN(tile_g3_nb2)(K, wp, hr + r, out + r);
+            r = nrows;
+        }
         for (; r < nrows; r++)
             FN(tile_g3_nb1)(K, wp, hr + r, out + r);
         break;
@@ -729,6 +786,12 @@ static inline void FN(gate_product_group)(int G, int64_t K, const REAL *w0, int6
     }
 RF_WIDE(1)
 RF_WIDE(NB4)
+#if RF_LEFT_TILES
+RF_WIDE(2)
+RF_WIDE(3)
+RF_WIDE(4)
+RF_WIDE(5)
+#endif
 
 #define RF_WIDE_NAME_(NB_) FN(wide_nb##NB_)
 #define RF_WIDE_NAME(NB_) RF_WIDE_NAME_(NB_)
@@ -738,8 +801,26 @@ static inline void FN(wide_product)(int64_t K, const REAL *wp, int64_t stride,
     int64_t r = 0;
     for (; r + NB4 <= nrows; r += NB4)
         RF_WIDE_NAME(NB4)(K, wp, stride, hr + r, out + r);
+#if RF_LEFT_TILES
+    /* AVX-512: the 2-5 rows left over in one tile (one pass over the panels, not one
+       per row); single chains, so the same results */
+    switch (nrows - r) {
+    case 2: FN(wide_nb2)(K, wp, stride, hr + r, out + r); return;
+    case 3: FN(wide_nb3)(K, wp, stride, hr + r, out + r); return;
+    case 4: FN(wide_nb4)(K, wp, stride, hr + r, out + r); return;
+    case 5: FN(wide_nb5)(K, wp, stride, hr + r, out + r); return;
+    default: break;
+    }
+#endif
     for (; r < nrows; r++)
         FN(wide_nb1)(K, wp, stride, hr + r, out + r);
+}
+
+/* rows of nrows that the wide products cover with multi-row tiles */
+static inline int64_t FN(wide_tiled_rows)(int64_t nrows)
+{
+    const int64_t full = nrows / NB4 * NB4;
+    return RF_LEFT_TILES && nrows - full >= 2 ? nrows : full;
 }
 
 /* Q (1..4) adjacent unit blocks, single chain per output (used where results must match
@@ -764,7 +845,12 @@ static inline void FN(wide_product)(int64_t K, const REAL *wp, int64_t stride,
             for (int q = 0; q < Q_; q++)                                                   \
                 out[r][q] = acc[r][q];                                                     \
     }
+#if RF_LEFT_TILES
+#define RF_WIDEQ_SET(Q_) RF_WIDEQ(Q_, 1) RF_WIDEQ(Q_, NB4) RF_WIDEQ(Q_, 2) RF_WIDEQ(Q_, 3) \
+    RF_WIDEQ(Q_, 4) RF_WIDEQ(Q_, 5)
+#else
 #define RF_WIDEQ_SET(Q_) RF_WIDEQ(Q_, 1) RF_WIDEQ(Q_, NB4)
+#endif
 RF_WIDEQ_SET(1)
 RF_WIDEQ_SET(2)
 RF_WIDEQ_SET(3)
@@ -784,6 +870,23 @@ static inline void FN(wide_product_q)(int Q, int64_t K, const REAL *wp, int64_t 
         else if (Q == 2) RF_WQNAME(2, NB4)(K, wp, stride, hr + r, out + r);
         else RF_WQNAME(1, NB4)(K, wp, stride, hr + r, out + r);
     }
+#if RF_LEFT_TILES
+#define RF_WQ_LEFT_(R_)                                                                    \
+    do {                                                                                   \
+        if (Q == 3) RF_WQNAME(3, R_)(K, wp, stride, hr + r, out + r);                      \
+        else if (Q == 2) RF_WQNAME(2, R_)(K, wp, stride, hr + r, out + r);                 \
+        else RF_WQNAME(1, R_)(K, wp, stride, hr + r, out + r);                             \
+        return;                                                                            \
+    } while (0)
+    switch (nrows - r) {
+    case 2: RF_WQ_LEFT_(2);
+    case 3: RF_WQ_LEFT_(3);
+    case 4: RF_WQ_LEFT_(4);
+    case 5: RF_WQ_LEFT_(5);
+    default: break;
+    }
+#undef RF_WQ_LEFT_
+#endif
     for (; r < nrows; r++) {
         if (Q == 3) FN(wideq3_nb1)(K, wp, stride, hr + r, out + r);
         else if (Q == 2) FN(wideq2_nb1)(K, wp, stride, hr + r, out + r);
@@ -821,7 +924,7 @@ static inline void FN(rnn_product)(int64_t K, const REAL *wp, int64_t stride, in
                                    VEC outg[][RF_ROWS_MAX][4])
 {
     VEC tmp[RF_ROWS_MAX][4];
-    const int64_t full = nrows / NB4 * NB4;
+    const int64_t full = FN(wide_tiled_rows)(nrows);
     for (int64_t q0 = 0; q0 < nq && full > 0; q0 += 4) {
         const int Q = (int)rf_min64(4, nq - q0);
         FN(wide_product_q)(Q, K, wp + q0 * stride, stride, hr, full, tmp);

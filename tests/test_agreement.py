@@ -429,14 +429,18 @@ def test_batch_invariance_bitwise(cell, reset_after, proj, N):
         assert np.array_equal(one["d_h0"][0], whole["d_h0"][n])
 
 
-@pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", True), ("gru", False)])
-@pytest.mark.parametrize("N", [4, 5, 7, 8, 10, 11])
+@pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", True), ("gru", False),
+                                              ("rnn_tanh", True)])
+@pytest.mark.parametrize("N", [3, 4, 5, 7, 8, 9, 10, 11, 16, 17])
 def test_row_tiles_with_leftover_rows(cell, reset_after, N):
-    """Hidden and input sizes over one k-slice of the gate tiles (128 floats on AVX2), so
-    the per-step products go slice by slice, with batches that leave one or two rows
-    after the full row tiles (LSTM 3-row tiles: 5 = 3+2, 8 = 3+3+2, 10 = 9+1, 11 = 9+2;
-    GRU 4-row tiles: 10 = 8+2, 11 = 8+3; LSTM batches of 4 and 7 on AVX2 take 4-row
-    tiles of three gate vectors across each group of three unit blocks, then 3 rows).
+    """Hidden and input sizes over one k-slice of the gate tiles (128 floats on AVX2, 64
+    on AVX-512), so the per-step products go slice by slice, with batches that leave rows
+    after the full row tiles. AVX2: LSTM 3-row tiles, 5 = 3+2, 8 = 3+3+2, 10 = 9+1,
+    11 = 9+2; GRU 4-row tiles, 10 = 8+2, 11 = 8+3; LSTM batches of 4 and 7 take 4-row
+    tiles of three gate vectors across each group of three unit blocks, then 3 rows.
+    AVX-512 (6-row tiles): the 2-5 rows left over (3, 4, 5, 9 = 6+3, 10 = 6+4,
+    11 = 6+5, 16 = 12+4, 17 = 12+5) run in one tile, in the gate products, the vanilla
+    RNN's and the backward's wide products; 7 = 6+1 runs its last row against the group.
     Each sequence alone is bitwise its row of the batch, and float64 agrees with the
     reference."""
     prob = make_problem(cell, 4, N, 136, 160, seed=N)
