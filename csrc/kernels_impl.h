@@ -1623,9 +1623,16 @@ static int FN(forward)(const rf_fwd_args *a)
        1.18-1.22: W_ih's share of every step then streams from L3); training, where gx
        holds the gates anyway (LSTM H256 N32 T150 1.00, H128 1.00). With lengths (in
        [T/2, T]), where the pre-loop tiles gather the valid rows: LSTM H64 N256 0.76,
-       H128 N64 0.84, N8 T600 0.87, GRU H128 N128 0.77, LSTM H256 N32 0.90. */
+       H128 N64 0.84, N8 T600 0.87, GRU H128 N128 0.77, LSTM H256 N32 0.90.
+       The AVX-512 variant fuses up to I = 512 from 4 rows: measured on Zen 4 (AVX-512,
+       1 MiB L2 per core, 2 threads; in-process pairs, 8 rounds, new/old time, I = H
+       unless noted): LSTM H512 N64 T100 (S1) 0.975, N128 0.89, N32 0.92, N16 0.93-0.94,
+       N4 0.91, N8 1.01; GRU H512 N32 0.88, N64 0.97, N8 1.02, N4 0.92; RNN H512 N64
+       0.93, N8 0.99, N4 0.97; LSTM H256 I512 N64 0.97; float64 LSTM H512 N32 0.97,
+       N4 0.96, GRU N16 0.90. Wider still it stops paying: LSTM H1024 N8 1.08, N32
+       1.01, GRU H1024 N32 1.01 (H512 I1024 0.93-0.97, but not worth a rule). */
     const int fuse_x = !training && !gru_before && T > 1 && N >= 4
-                       && (I <= 128 || (I <= 256 && N >= 32));
+                       && (I <= 128 || (I <= 256 && N >= 32) || (VBYTES == 64 && I <= 512));
     const int hoist_gemm = large && !fuse_x;
     /* gx_blocked: inference's hoisted projection stored gate-blocked (FN(gemm_blk)):
        for each NR units, all rows one after another, each row's gates together. The

@@ -196,8 +196,9 @@ def test_inference_mode_matches_training_mode():
                                      (4, 33, 200, 24),    # I <= 256 from 32 rows
                                      (3, 9, 128, 130),    # a ragged last unit block
                                      (40, 120, 16, 8),    # 4800 rows (else the GEMM)
-                                     (70, 60, 300, 32),   # the GEMM, gx gate-blocked
-                                     (46, 90, 260, 48)])  # 4140 rows, blocked or not
+                                     (70, 60, 300, 32),   # the GEMM (fused on AVX-512)
+                                     (70, 60, 520, 32),   # the GEMM, gx gate-blocked
+                                     (46, 90, 530, 48)])  # 4140 rows, blocked or not
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("lengths", [None, "mixed"], ids=["full", "lengths"])
 def test_inference_projection_paths(cell, reset_after, proj, T, N, I, H, reverse, lengths):
