@@ -435,21 +435,21 @@ static void FN(gate_product_sliced)(int G, int64_t K, const REAL *wp, const REAL
                                     int64_t nrows, VEC out[][4])
 {
     const int64_t nb = G == 4 ? NB4 : NB3W;
+    /* AVX-512: 1-3 rows left over after the 6-row tiles go with the last full
+       tile's rows into two balanced tiles (7 = 4+3, 8 = 4+4, 9 = 5+4), not a
+       short tile after a full one. Measured, recurrence only (I = 16), processes
+       alternating, 4 rounds, new/old time: LSTM H1024 N8 0.944, N9 0.921, N14 0.983,
+       N15 0.967, N20 0.985, N32 0.984; GRU H1024 N8 0.928, N9 0.928; LSTM H512 N8
+       0.941, N9 0.930. Single chains over k in every tile: no result changes. */
+    int64_t rend = nrows;
+    if (RF_LEFT_TILES && nb == 6 && nrows > nb && nrows % nb != 0 && nrows % nb <= 3)
+        rend = (nrows / nb - 1) * nb;
     for (int64_t k0 = 0; k0 < K; k0 += RF_KSLICE) {
         const int64_t k1 = rf_min64(K, k0 + RF_KSLICE);
         const REAL *next = k1 < K ? wp + k1 * G * VL : NULL;
         int tiles = 0;
 #define RF_PF_ (tiles++ == 1 ? next : NULL)
         int64_t r = 0;
-        /* AVX-512: 1-3 rows left over after the 6-row tiles go with the last full
-           tile's rows into two balanced tiles (7 = 4+3, 8 = 4+4, 9 = 5+4), not a
-           short tile after a full one. Measured, recurrence only (I = 16), processes
-           alternating, 4 rounds, new/old time: LSTM H1024 N8 0.944, N9 0.921, N14 0.983,
-           N15 0.967, N20 0.985, N32 0.984; GRU H1024 N8 0.928, N9 0.928; LSTM H512 N8
-           0.941, N9 0.930. Single chains over k in every tile: no result changes. */
-        int64_t rend = nrows;
-        if (RF_LEFT_TILES && nb == 6 && nrows > 6 && nrows % 6 != 0 && nrows % 6 <= 3)
-            rend = (nrows / 6 - 1) * 6;
         for (; r + nb <= rend; r += nb) {
             if (G == 4)
                 RF_TILEK_NAME(4, NB4)(k0, k1, wp, hr + r, out + r, k0 > 0, RF_PF_);
