@@ -41,7 +41,7 @@ typedef REAL FN(vec) __attribute__((vector_size(VBYTES)));
 #define KC 512
 #endif
 #define MC (MR * 8)
-#define NCB (NR * 256)
+#define NCB (NR * (VBYTES == 64 ? 32 : 64))   /* 1024 float columns; see FN(gemm_blk) */
 
 static inline VEC FN(vload)(const REAL *p) { VEC v; memcpy(&v, p, sizeof v); return v; }
 static inline void FN(vstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
@@ -1179,15 +1179,20 @@ static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL 
     return FN(gemm_buf)(ta, tb, m, n, k, A, lda, B, ldb, beta_one, C, ldc, nthreads, NULL, 0);
 }
 
-/* BLIS loop order: for each (NC columns, KC depth) block, the team packs op(B) once
-   into a shared buffer, then each thread runs the MC-row blocks of its own rows (a
-   fixed, balanced split in MR tiles). With the old dynamic schedule a C block moved
-   between cores from one k block to the next; when the host put this VM's two vCPUs
-   on different dies (core-to-core round trip 350 ns instead of 90 ns, phases of tens
-   of seconds) that cost T2's products 21 % (old/new in one process, alternating:
-   (1600, 512, 2048) 20.3 / 17.5 ms, 2048^3 167 / 192 GFLOP/s; same die 17.2 / 16.2 ms,
-   201 / 205). Each C element sums its k blocks in order, so results do not depend on
-   the thread count or the split.
+/* BLIS loop order over (NC columns, KC depth) blocks. Each thread owns a fixed,
+   balanced range of rows (whole MR tiles) and packs its own copy of each op(B) block,
+   so threads share nothing they write and never wait for each other. The team used to
+   pack one shared B block (NC up to NR * 256) and deal MC-row blocks out dynamically;
+   C blocks then moved between cores from one k block to the next, and each B half was
+   rewritten while the other core still held it. When the host puts this VM's two
+   vCPUs on different dies (core-to-core round trip 350 ns instead of 90 ns, in phases
+   of tens of seconds) that cost T1/T2's products up to 30 %. Measured, GFLOP/s, old /
+   new, one process alternating, cross-die phase: (400, 512, 2048) 150 / 178,
+   (2048, 512, 400)^T 185 / 203, (1600, 512, 2048) 190 / 199, 2048^3 195 / 200; same
+   die: 190 / 197, 203 / 207, 204 / 204, 205 / 204. NC = 1024 columns: a private B
+   block is 1.5 MiB (AVX-512) or 2 MiB (AVX2), in L2; AVX2 at 512 columns was 2-4 %
+   slower on (6400, 2048, 512)^T and 2048^3. Each C element sums its k blocks in order,
+   so results depend on neither the thread count nor the split.
    cbs > 0: C gate-blocked, for columns j = g * cgh + u of cgh-wide gates (cgh a
    multiple of NR): element (i, j) at C + (u / NR) * cbs + i * ldc + g * NR + u % NR,
    so that the NR units of every gate of one row lie together, and the rows of one
@@ -1212,32 +1217,35 @@ static int FN(gemm_blk)(int ta, int tb, int64_t m, int64_t n, int64_t k, const R
     const int64_t mblocks = (m + MC - 1) / MC;
     const int nt = rf_threads_for(nthreads, (double)2 * m * n * k, 4.0e6,
                                   rf_min64(mblocks, 1 << 20));
-    REAL *bbuf = bext != NULL && bext_n >= (size_t)(nc_max * KC)
-        ? bext : rf_scratch(RF_SLOT_GEMM_B, (size_t)nc_max * KC * sizeof(REAL));
-    if (bbuf == NULL)
-        return RF_ENOMEM;
+    const int ext_ok = bext != NULL && bext_n >= (size_t)(nc_max * KC);
     int failed = 0;
 #pragma omp parallel num_threads(nt) reduction(| : failed)
     {
         const rf_fpmode fpm = rf_fpmode_enter();   /* FTZ/DAZ on every thread */
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
         REAL *abuf = rf_scratch(RF_SLOT_GEMM_A, (size_t)MC * KC * sizeof(REAL));
-        failed = abuf == NULL;
+        REAL *bbuf = tid == 0 && ext_ok
+            ? bext : rf_scratch(RF_SLOT_GEMM_B, (size_t)nc_max * KC * sizeof(REAL));
+        failed = abuf == NULL || bbuf == NULL;
         /* this thread's rows, whole MR tiles, the same for every block: its C tiles stay
            in its own caches from one k block to the next */
         int64_t r0, r1;
         rf_split((m + MR - 1) / MR, &r0, &r1);
         r0 *= MR;
         r1 = rf_min64(r1 * MR, m);
-        for (int64_t j0 = 0; j0 < n; j0 += NCB) {
+        for (int64_t j0 = 0; !failed && r0 < r1 && j0 < n; j0 += NCB) {
             const int64_t nc = rf_min64(NCB, n - j0);
             const int64_t npanels = (nc + NR - 1) / NR;
             for (int64_t p0 = 0; p0 < k; p0 += KC) {
                 const int64_t kc = rf_min64(KC, k - p0);
-#pragma omp for schedule(static)
                 for (int64_t jp = 0; jp < npanels; jp++)
                     FN(pack_b_panel)(tb, B, ldb, p0, kc, j0 + jp * NR,
                                      rf_min64(NR, nc - jp * NR), bbuf + jp * NR * kc);
-                for (int64_t i0 = r0; abuf != NULL && i0 < r1; i0 += MC) {
+                for (int64_t i0 = r0; i0 < r1; i0 += MC) {
                     const int64_t mc = rf_min64(MC, r1 - i0);
                     FN(pack_a)(ta, A, lda, i0, mc, p0, kc, abuf);
                     for (int64_t jp = 0; jp < npanels; jp++)
@@ -1255,7 +1263,6 @@ static int FN(gemm_blk)(int ta, int tb, int64_t m, int64_t n, int64_t k, const R
                                         beta_one || p0 > 0, cn);
                         }
                 }
-#pragma omp barrier
             }
         }
         rf_fpmode_leave(fpm);
