@@ -169,6 +169,8 @@ int rf_isa(void);                 /* the kernel variant selected for this CPU */
 const char *rf_isa_name(void);
 int rf_openmp_enabled(void);
 int rf_openmp_max_threads(void);
+/* two threads of the team pass a cache line back and forth: ns per round trip, or -1 */
+double rf_core_roundtrip_ns(int64_t iters, double max_s);
 
 #ifdef __cplusplus
 }

@@ -869,6 +869,18 @@ def prepare_checked(runner, case, threads, reference=None, tol=TOL, settle=True)
     return entry, prep, outs
 
 
+def core_roundtrip():
+    """ns per round trip of a cache line between two threads of rnnfast's OpenMP team,
+    or None. On a VM it tells whether the host put the two vCPUs on one die or on two
+    (on the benchmark machine 50-120 ns against 330-600 ns, in phases of tens of
+    seconds); data shared between the threads costs more in the second case."""
+    try:
+        from ._cpu import _kernels
+        return _kernels.core_roundtrip_ns(20000, 0.5)
+    except Exception:   # a build without the probe, or no OpenMP
+        return None
+
+
 def _bench_shape(case, runners, threads, rounds, warmup, min_time, settle, tol, log):
     shape = case.shape
     res = {"shape": shape.to_dict(), "label": shape.label(), "flops": case.flops,
@@ -901,7 +913,10 @@ def _bench_shape(case, runners, threads, rounds, warmup, min_time, settle, tol, 
             waited += quiesce()
         ks[name] = calls_per_sample(prep.run, min_time, warmup)
     samples = {name: [] for name, _ in active}
+    trips = []
     for _ in range(rounds):
+        if threads >= 2:   # where the host put the two cores this round (see core_roundtrip)
+            trips.append(core_roundtrip())
         for name, prep in active:
             if settle:
                 waited += quiesce()
@@ -911,6 +926,10 @@ def _bench_shape(case, runners, threads, rounds, warmup, min_time, settle, tol, 
         res["runners"][name].update(median_ms=statistics.median(ts), min_ms=min(ts),
                                     times_ms=ts, calls_per_sample=ks[name])
     res["quiesce_s"] = waited
+    trips = [x for x in trips if x is not None]
+    if trips:
+        res["roundtrip_ns"] = trips
+        res["roundtrip_ns_median"] = statistics.median(trips)
     # largest max/min ratio of one runner's samples: how noisy this row is
     res["spread"] = max((max(samples[n]) / max(min(samples[n]), 1e-12) for n, _ in active
                          if samples[n]), default=None)
@@ -1285,7 +1304,7 @@ def format_report(report):
             out.append(f"n/a      : {labels[n]}: {why}")
     out.append("")
     head = (["id", "shape", "mode", "rnnfast ms"] + [f"{p} ms" for p in peers]
-            + [f"/{p}" for p in peers] + ["us/step", "GFLOP/s", "%sgemm"])
+            + [f"/{p}" for p in peers] + ["us/step", "GFLOP/s", "%sgemm", "c2c ns"])
     rows = [head]
     noisy = False
     for res in report["shapes"]:
@@ -1306,6 +1325,7 @@ def format_report(report):
         row.append(f"{res['us_per_step']:.1f}" if "us_per_step" in res else "-")
         row.append(f"{res['gflops']:.1f}" if "gflops" in res else "-")
         row.append(f"{100 * res['frac_sgemm']:.1f}%" if "frac_sgemm" in res else "-")
+        row.append(f"{res['roundtrip_ns_median']:.0f}" if "roundtrip_ns_median" in res else "-")
         rows.append(row)
     out += _table(rows, "lll" + "r" * (len(head) - 3))
     out.append("")
@@ -1315,6 +1335,10 @@ def format_report(report):
                "layers and directions. GFLOP/s: 2*G*N*T*H*(I+H)")
     out.append("per layer and direction (valid steps only with lengths; training x3) / "
                "rnnfast's time.")
+    out.append("c2c ns: median over the rounds of a cache line's round trip between two "
+               "threads of rnnfast's team (one probe per round).")
+    out.append("        On a VM it shows where the host put the cores: here 50-120 ns on one "
+               "die, 330-600 ns on two, where products that share data run slower.")
     if noisy:
         out.append("*: one library's samples on this row differ by more than 1.5x (noise); "
                    "rerun it, with more --rounds, for a firmer median.")

@@ -135,6 +135,27 @@ def test_stream_read_sums_what_it_reads():
         kernels.stream_read(a.astype(np.float64), 1, 1)
 
 
+def test_core_roundtrip_probe():
+    kernels = pytest.importorskip("rnnfast._cpu._kernels")
+    ns = kernels.core_roundtrip_ns(2000, 0.5)
+    if kernels.openmp_enabled():
+        # two threads on one CPU give up (None) rather than spin for long
+        assert ns is None or 1 < ns < 1e7
+    else:
+        assert ns is None
+    with pytest.raises(ValueError, match="iters"):
+        kernels.core_roundtrip_ns(0)
+    with pytest.raises(ValueError, match="max_seconds"):
+        kernels.core_roundtrip_ns(10, 0)
+    report = B.run(shapes=[TINY[0]], runners=[B.get_runner("rnnfast")], threads=2,
+                   rounds=2, warmup=1, min_time=0.0, memory=False, sgemm=False,
+                   settle=False, load_window=0, log=lambda m: None)
+    res = report["shapes"][0]
+    if B.core_roundtrip() is not None:
+        assert len(res["roundtrip_ns"]) == 2 and res["roundtrip_ns_median"] > 0
+    assert "c2c ns" in B.format_report(report)
+
+
 def test_cli_rejects_unknown_shape(capsys):
     from rnnfast.__main__ import main
     assert main(["bench", "--shapes", "L1,ZZ9"]) == 2

@@ -143,6 +143,7 @@ cdef extern from "rnnfast.h" nogil:
     const char *rf_isa_name()
     int rf_openmp_enabled()
     int rf_openmp_max_threads()
+    double rf_core_roundtrip_ns(int64_t iters, double max_s) nogil
 
 
 cdef int _typenum(int dtype):
@@ -634,6 +635,21 @@ def openmp_enabled():
 def openmp_max_threads():
     """OpenMP's default team size in this process."""
     return rf_openmp_max_threads()
+
+
+def core_roundtrip_ns(iters=20000, max_seconds=0.5):
+    """Nanoseconds per round trip of a cache line between two threads of the OpenMP
+    team (a benchmark probe: it tells whether the two cores share a die), or None
+    without OpenMP, without a second CPU, or past ``max_seconds``."""
+    cdef int64_t n = iters
+    cdef double lim = max_seconds
+    if n < 1:
+        raise ValueError(f"core_roundtrip_ns: iters must be >= 1, got {iters}")
+    if not lim > 0:
+        raise ValueError(f"core_roundtrip_ns: max_seconds must be > 0, got {max_seconds}")
+    with nogil:
+        ns = rf_core_roundtrip_ns(n, lim)
+    return None if ns < 0 else ns
 
 
 _DECOMPOSITIONS = ("auto", "units", "batch")
