@@ -1191,7 +1191,9 @@ static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL 
    (2048, 512, 400)^T 185 / 203, (1600, 512, 2048) 190 / 199, 2048^3 195 / 200; same
    die: 190 / 197, 203 / 207, 204 / 204, 205 / 204. NC = 1024 columns: a private B
    block is 1.5 MiB (AVX-512) or 2 MiB (AVX2), in L2; AVX2 at 512 columns was 2-4 %
-   slower on (6400, 2048, 512)^T and 2048^3. Each C element sums its k blocks in order,
+   slower on (6400, 2048, 512)^T and 2048^3. Where op(B) is the larger operand (n > m),
+   threads own columns instead, so that neither packs all of B (L6's projection
+   (200, 4096, 1024)^T: old 166, rows 162, columns 182 GFLOP/s, same die). Each C element sums its k blocks in order,
    so results depend on neither the thread count nor the split.
    cbs > 0: C gate-blocked, for columns j = g * cgh + u of cgh-wide gates (cgh a
    multiple of NR): element (i, j) at C + (u / NR) * cbs + i * ldc + g * NR + u % NR,
@@ -1218,6 +1220,7 @@ static int FN(gemm_blk)(int ta, int tb, int64_t m, int64_t n, int64_t k, const R
     const int nt = rf_threads_for(nthreads, (double)2 * m * n * k, 4.0e6,
                                   rf_min64(mblocks, 1 << 20));
     const int ext_ok = bext != NULL && bext_n >= (size_t)(nc_max * KC);
+    const int by_cols = nt > 1 && n > m && (n + NR - 1) / NR >= 2 * nt;
     int failed = 0;
 #pragma omp parallel num_threads(nt) reduction(| : failed)
     {
@@ -1231,14 +1234,22 @@ static int FN(gemm_blk)(int ta, int tb, int64_t m, int64_t n, int64_t k, const R
         REAL *bbuf = tid == 0 && ext_ok
             ? bext : rf_scratch(RF_SLOT_GEMM_B, (size_t)nc_max * KC * sizeof(REAL));
         failed = abuf == NULL || bbuf == NULL;
-        /* this thread's rows, whole MR tiles, the same for every block: its C tiles stay
-           in its own caches from one k block to the next */
-        int64_t r0, r1;
-        rf_split((m + MR - 1) / MR, &r0, &r1);
-        r0 *= MR;
-        r1 = rf_min64(r1 * MR, m);
-        for (int64_t j0 = 0; !failed && r0 < r1 && j0 < n; j0 += NCB) {
-            const int64_t nc = rf_min64(NCB, n - j0);
+        /* this thread's rows (whole MR tiles) or, when op(B) is the larger operand to
+           pack, its columns (whole NR panels): the same for every block, so its C tiles
+           stay in its own caches from one k block to the next, and each thread packs
+           the smaller operand in full and only its share of the larger */
+        int64_t r0 = 0, r1 = m, c0 = 0, c1 = n;
+        if (by_cols) {
+            rf_split((n + NR - 1) / NR, &c0, &c1);
+            c0 *= NR;
+            c1 = rf_min64(c1 * NR, n);
+        } else {
+            rf_split((m + MR - 1) / MR, &r0, &r1);
+            r0 *= MR;
+            r1 = rf_min64(r1 * MR, m);
+        }
+        for (int64_t j0 = c0; !failed && r0 < r1 && j0 < c1; j0 += NCB) {
+            const int64_t nc = rf_min64(NCB, c1 - j0);
             const int64_t npanels = (nc + NR - 1) / NR;
             for (int64_t p0 = 0; p0 < k; p0 += KC) {
                 const int64_t kc = rf_min64(KC, k - p0);
