@@ -181,7 +181,7 @@ int rf_openmp_max_threads(void)
 #endif
 }
 
-/* Median-free probe of the core-to-core round trip: two threads of the OpenMP team hand
+/* A probe of the core-to-core round trip: two threads of the OpenMP team hand
  * a counter back and forth through one cache line, `iters` times. Whether the host put
  * the two vCPUs on one die or on two shows here (on the benchmark machine: 60-120 ns
  * against 330-600 ns, in phases of tens of seconds), and it moves the timings of every
@@ -190,13 +190,12 @@ int rf_openmp_max_threads(void)
 double rf_core_roundtrip_ns(int64_t iters, double max_s)
 {
 #ifdef _OPENMP
-    static int64_t flag __attribute__((aligned(64)));
+    int64_t flag __attribute__((aligned(64))) = 0;   /* this call's own line */
     int abort_ = 0;
     double ns = -1;
     if (iters <= 0)
         return -1;
-    __atomic_store_n(&flag, 0, __ATOMIC_SEQ_CST);
-#pragma omp parallel num_threads(2)
+#pragma omp parallel num_threads(2) shared(flag, abort_, ns)
     {
         if (omp_get_num_threads() == 2) {
             const int me = omp_get_thread_num();

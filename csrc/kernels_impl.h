@@ -1193,8 +1193,9 @@ static int FN(gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, const REAL 
    block is 1.5 MiB (AVX-512) or 2 MiB (AVX2), in L2; AVX2 at 512 columns was 2-4 %
    slower on (6400, 2048, 512)^T and 2048^3. Where op(B) is the larger operand (n > m),
    threads own columns instead, so that neither packs all of B (L6's projection
-   (200, 4096, 1024)^T: old 166, rows 162, columns 182 GFLOP/s, same die). Each C element sums its k blocks in order,
-   so results depend on neither the thread count nor the split.
+   (200, 4096, 1024)^T: old 166, rows 162, columns 182 GFLOP/s, same die). Each C
+   element sums its k blocks in order, so results depend on neither the thread count
+   nor the split.
    cbs > 0: C gate-blocked, for columns j = g * cgh + u of cgh-wide gates (cgh a
    multiple of NR): element (i, j) at C + (u / NR) * cbs + i * ldc + g * NR + u % NR,
    so that the NR units of every gate of one row lie together, and the rows of one
