@@ -1059,6 +1059,41 @@ def measure_read_bandwidth(nbytes, threads, repeats=5, target_s=0.02):
     return best
 
 
+#: input size of the recurrence-only companion layer (:func:`measure_recurrence`)
+RECURRENCE_INPUT = 8
+
+
+def measure_recurrence(shape, threads, rounds=5, min_time=0.05, seed=SEED):
+    """Median seconds per call of ``shape``'s time loop alone, for a one-layer inference
+    shape: an rnnfast layer of the same cell, H, N, T and directions with input size
+    ``RECURRENCE_INPUT``, so that the input projection (8 columns of W_ih) is negligible
+    and the call is the recurrence: W_hh read at every step, the step's products, cell
+    update and the threads' synchronisation. Its recurrent weights have the size and the
+    packed layout of the shape's own, and the time loop runs the same code. With the
+    shape's call time it splits a batch-1 call into projection and recurrence, and gives
+    the rate the recurrent weights were streamed at. None without the compiled backend,
+    or for stacked or training shapes."""
+    import rnnfast
+    try:
+        from ._cpu import _kernels  # noqa: F401
+    except ImportError:
+        return None
+    if shape.L != 1 or shape.training:
+        return None
+    from . import _config
+    saved = _config._num_threads
+    _config.set_num_threads(threads)
+    try:
+        layer = make_rnnfast_layer(replace(shape, I=RECURRENCE_INPUT), seed).eval()
+        x = np.random.default_rng(seed).standard_normal(
+            (shape.T, shape.N, RECURRENCE_INPUT)).astype(DTYPE)
+        fn = lambda: layer(x)  # noqa: E731
+        k = calls_per_sample(fn, min_time, warmup=2)
+        return statistics.median(timed(fn, k) for _ in range(rounds))
+    finally:
+        _config._num_threads = saved
+
+
 def measure_call_overhead(threads, rounds=7, calls=2000):
     """Median time (us) of one call of an eval-mode GRU with H = 8, N = 1, T = 1 (the
     kernel's own work is well under a microsecond): the per-call cost of the Python
@@ -1190,10 +1225,18 @@ def run(shapes=None, threads=None, peers=PEERS, rounds=None, quick=False, memory
                 quiesce()
                 bw = measure_read_bandwidth(recurrent, threads)
                 streamed = per_call / (rn["median_ms"] * 1e-3) / 1e9
+                quiesce()
+                rec_s = measure_recurrence(shape, threads, min_time=st["min_time"],
+                                           seed=seed)
+                rec_gbs = recurrent * shape.T / rec_s / 1e9 if rec_s else None
                 res["bandwidth"] = {"weights_mib": recurrent / 2 ** 20,
                                     "bytes_per_call": per_call,
                                     "streamed_gbs": streamed, "read_gbs": bw,
-                                    "frac_read": streamed / bw if bw else None}
+                                    "frac_read": streamed / bw if bw else None,
+                                    "recurrence_ms": rec_s * 1e3 if rec_s else None,
+                                    "recurrence_gbs": rec_gbs,
+                                    "frac_read_recurrence": (rec_gbs / bw if bw and rec_gbs
+                                                             else None)}
         if memory:
             for shape, res in zip(shapes, results):
                 if not (shape.memory and shape.training):
@@ -1369,14 +1412,25 @@ def format_report(report):
                    "step (per layer and direction) / rnnfast's median time,")
         out.append("against the read rate of a buffer the size of W_hh (rnnfast's vector "
                    "read loop, same threads, best of 5): how close to the cache bandwidth.")
-        rows = [["id", "W_hh MiB", "streamed GB/s", "read GB/s", "%read"]]
+        out.append(f"recurrence: the time loop alone (the same layer with input size "
+                   f"{RECURRENCE_INPUT}: no projection to speak of), W_hh every step / its "
+                   f"median time; proj ms: the call's median minus that, the input projection.")
+        rows = [["id", "W_hh MiB", "streamed GB/s", "read GB/s", "%read", "recurrence ms",
+                 "proj ms", "recurrence GB/s", "%read"]]
         for res in bws:
             b = res["bandwidth"]
+            rec_ms = b.get("recurrence_ms")
+            call_ms = res["runners"]["rnnfast"]["median_ms"]
             rows.append([res["shape"]["id"], f"{b['weights_mib']:.2f}",
                          f"{b['streamed_gbs']:.1f}",
                          f"{b['read_gbs']:.1f}" if b.get("read_gbs") else "n/a",
-                         f"{100 * b['frac_read']:.0f}%" if b.get("frac_read") else "-"])
-        out += _table(rows, "lrrrr")
+                         f"{100 * b['frac_read']:.0f}%" if b.get("frac_read") else "-",
+                         _fmt_ms(rec_ms) if rec_ms else "-",
+                         _fmt_ms(max(call_ms - rec_ms, 0.0)) if rec_ms else "-",
+                         f"{b['recurrence_gbs']:.1f}" if b.get("recurrence_gbs") else "-",
+                         (f"{100 * b['frac_read_recurrence']:.0f}%"
+                          if b.get("frac_read_recurrence") else "-")])
+        out += _table(rows, "lrrrrrrrr")
         if any((res["bandwidth"].get("frac_read") or 0) > 1 for res in bws):
             out.append("%read above 100%: the weights stayed in a faster cache than the "
                        "probe's buffer (or the probe ran while the machine was busy).")

@@ -120,6 +120,14 @@ def test_weight_bytes_and_bandwidth_block():
                    settle=False, load_window=0, log=lambda m: None)
     b = report["shapes"][0]["bandwidth"]
     assert b["bytes_per_call"] == B.weight_bytes(batch1)[0] and b["streamed_gbs"] > 0
+    # the time loop alone: W_hh at each of the T steps over its own median time
+    assert b["recurrence_ms"] > 0
+    assert b["recurrence_gbs"] == pytest.approx(
+        B.weight_bytes(batch1)[1] * batch1.T / (b["recurrence_ms"] * 1e-3) / 1e9)
+    assert "recurrence GB/s" in B.format_report(report)
+    # only one-layer inference shapes have a companion
+    assert B.measure_recurrence(B.SHAPES["T1"], 1) is None
+    assert B.measure_recurrence(B.replace(batch1, L=2), 1) is None
     assert "bandwidth" not in report["shapes"][1]     # N = 2: not a batch-1 shape
     assert "batch-1 weight streaming" in B.format_report(report)
 
