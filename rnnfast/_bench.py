@@ -48,6 +48,7 @@ rnnfast, the peak of NumPy-visible allocations (tracemalloc) is recorded as a
 cross-check.
 """
 import argparse
+import contextlib
 import datetime
 import gc
 import importlib
@@ -1059,6 +1060,18 @@ def measure_read_bandwidth(nbytes, threads, repeats=5, target_s=0.02):
     return best
 
 
+@contextlib.contextmanager
+def _rnnfast_threads(threads):
+    """rnnfast's thread setting at ``threads`` inside the block, restored after."""
+    from . import _config
+    saved = _config._num_threads
+    _config.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        _config._num_threads = saved
+
+
 #: input size of the recurrence-only companion layer (:func:`measure_recurrence`)
 RECURRENCE_INPUT = 8
 
@@ -1073,25 +1086,19 @@ def measure_recurrence(shape, threads, rounds=5, min_time=0.05, seed=SEED):
     shape's call time it splits a batch-1 call into projection and recurrence, and gives
     the rate the recurrent weights were streamed at. None without the compiled backend,
     or for stacked or training shapes."""
-    import rnnfast
     try:
         from ._cpu import _kernels  # noqa: F401
     except ImportError:
         return None
     if shape.L != 1 or shape.training:
         return None
-    from . import _config
-    saved = _config._num_threads
-    _config.set_num_threads(threads)
-    try:
+    with _rnnfast_threads(threads):
         layer = make_rnnfast_layer(replace(shape, I=RECURRENCE_INPUT), seed).eval()
         x = np.random.default_rng(seed).standard_normal(
             (shape.T, shape.N, RECURRENCE_INPUT)).astype(DTYPE)
         fn = lambda: layer(x)  # noqa: E731
         k = calls_per_sample(fn, min_time, warmup=2)
         return statistics.median(timed(fn, k) for _ in range(rounds))
-    finally:
-        _config._num_threads = saved
 
 
 def measure_call_overhead(threads, rounds=7, calls=2000):
@@ -1104,10 +1111,7 @@ def measure_call_overhead(threads, rounds=7, calls=2000):
         from ._cpu import _kernels  # noqa: F401
     except ImportError:
         return None
-    from . import _config
-    saved = _config._num_threads
-    _config.set_num_threads(threads)
-    try:
+    with _rnnfast_threads(threads):
         layer = rnnfast.nn.GRU(8, 8, seed=0).eval()
         x = np.ones((1, 1, 8), DTYPE)
         h = np.zeros((1, 1, 8), DTYPE)
@@ -1127,8 +1131,6 @@ def measure_call_overhead(threads, rounds=7, calls=2000):
             res[name] = statistics.median(ts)
             res[name.replace("_us", "_min_us")] = min(ts)
         return res
-    finally:
-        _config._num_threads = saved
 
 
 def run(shapes=None, threads=None, peers=PEERS, rounds=None, quick=False, memory=True,
@@ -1431,7 +1433,8 @@ def format_report(report):
                          (f"{100 * b['frac_read_recurrence']:.0f}%"
                           if b.get("frac_read_recurrence") else "-")])
         out += _table(rows, "lrrrrrrrr")
-        if any((res["bandwidth"].get("frac_read") or 0) > 1 for res in bws):
+        if any(max(res["bandwidth"].get("frac_read") or 0,
+                   res["bandwidth"].get("frac_read_recurrence") or 0) > 1 for res in bws):
             out.append("%read above 100%: the weights stayed in a faster cache than the "
                        "probe's buffer (or the probe ran while the machine was busy).")
     mem = [res for res in report["shapes"] if res.get("memory")]
