@@ -1676,9 +1676,16 @@ static int FN(forward)(const rf_fwd_args *a)
        N4 0.91, N8 1.01; GRU H512 N32 0.88, N64 0.97, N8 1.02, N4 0.92; RNN H512 N64
        0.93, N8 0.99, N4 0.97; LSTM H256 I512 N64 0.97; float64 LSTM H512 N32 0.97,
        N4 0.96, GRU N16 0.90. Wider still it stops paying: LSTM H1024 N8 1.08, N32
-       1.01, GRU H1024 N32 1.01 (H512 I1024 0.93-0.97, but not worth a rule). */
+       1.01, GRU H1024 N32 1.01 (H512 I1024 0.93-0.97, but not worth a rule).
+       Below 32 rows at I > 256 it depends on the L3: each step streams the thread's
+       W_ih slice again, which on a Xeon (2 MiB L2 per core, about 30 GB/s per core
+       from L3) costs more than the gx round trip saves. Measured there (2 vCPUs,
+       processes alternating, 3-7 rounds, pre-loop/fused time): LSTM H512 I512 N4
+       (L5) 0.71-0.73, N8 0.89, N16 0.87, N64 1.01; GRU H512 N4 0.70; LSTM H1024 I512
+       N8 0.92. Zen 4's gains at N4-N16 (above, 6-9 %) are the smaller stake: fusion
+       at 256 < I <= 512 from 32 rows only. */
     const int fuse_x = !training && !gru_before && T > 1 && N >= 4
-                       && (I <= 128 || (I <= 256 && N >= 32) || (VBYTES == 64 && I <= 512));
+                       && (I <= 128 || (I <= 256 && N >= 32) || (VBYTES == 64 && I <= 512 && N >= 32));
     const int hoist_gemm = large && !fuse_x;
     /* gx_blocked: inference's hoisted projection stored gate-blocked (FN(gemm_blk)):
        for each NR units, all rows one after another, each row's gates together. The
