@@ -204,3 +204,22 @@ def test_calls_per_sample_ignores_a_slow_first_call(monkeypatch):
     clock.update(now=0.0, calls=0)
     assert 48 <= B.calls_per_sample(fn, 0.05, warmup=0) <= 51   # warm-up 0 still makes one call
     assert B.calls_per_sample(lambda: None, 0.0) == 1
+
+
+def test_ab_script_times_two_builds(capsys):
+    """bench/ab.py: alternating child processes, one line with both medians and the
+    per-round ratio (here the same build twice, on a tiny shape)."""
+    import importlib.util
+    import pathlib
+    import rnnfast
+    root = pathlib.Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("ab", root / "bench" / "ab.py")
+    ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ab)
+    build = str(pathlib.Path(rnnfast.__file__).resolve().parents[1])
+    assert ab.main([build, build, "--rounds", "2", "--samples", "1", "gru", "8", "2", "3",
+                    "--train", "--input", "5"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("gru H8 N2 T3 I5 train: old ")
+    assert "new/old per round: median" in line and "2 rounds" in line
+    assert ab.time_layer("lstm", 4, 1, 2, 3, True, False, 1) > 0
