@@ -21,13 +21,13 @@ import argparse
 import statistics
 import subprocess
 import sys
-import time
 
 
 def time_layer(cell, H, N, T, I, bidirectional, train, samples):
     """Median seconds per call of one layer (run inside the child process)."""
     import numpy as np
     import rnnfast
+    from rnnfast import _bench as B
     cls = {"lstm": rnnfast.LSTM, "gru": rnnfast.GRU, "rnn": rnnfast.RNN}[cell]
     layer = cls(I, H, bidirectional=bidirectional, dtype=np.float32)
     x = np.random.default_rng(0).standard_normal((T, N, I)).astype(np.float32)
@@ -42,18 +42,8 @@ def time_layer(cell, H, N, T, I, bidirectional, train, samples):
 
         def call():
             layer(x)
-    for _ in range(3):
-        call()
-    times = []
-    for _ in range(samples):
-        t0, n = time.perf_counter(), 0
-        while True:
-            call()
-            n += 1
-            if time.perf_counter() - t0 >= 0.05:
-                break
-        times.append((time.perf_counter() - t0) / n)
-    return statistics.median(times)
+    k = B.calls_per_sample(call, 0.05, warmup=3)   # the bench engine's sampling
+    return statistics.median(B.timed(call, k) for _ in range(samples))
 
 
 def _parser():

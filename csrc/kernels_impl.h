@@ -1869,15 +1869,11 @@ static int FN(forward)(const rf_fwd_args *a)
             const int64_t rem = na % RF_ROWS_MAX, rem_tiled = FN(tiled_rows)(Gm, rem);
             const int64_t step_q = rnn ? RF_QRNN
                 : (Gm >= 3 && rem_tiled > 0 && rem_tiled != rem) ? qg : 2;
-            /* The groups in turn, first to last on even steps and last to first on odd
-               ones: the weights read last in one step are read first in the next, while
-               they are still in L2, so a slice a little larger than L2 misses only by
-               what overflows it instead of all of it (a cyclic sweep larger than the
-               cache evicts every line before its reuse). Each group's outputs are the
-               same chains either way: the results do not depend on the order. */
+            /* the groups in alternating order (rf_sweep): a slice a little larger than
+               L2 then misses only by what overflows it */
             const int64_t ngroups = (ub1 - ub0 + step_q - 1) / step_q;
             for (int64_t gi = 0; gi < ngroups; gi++) {
-                const int64_t ubp = ub0 + ((s & 1) ? ngroups - 1 - gi : gi) * step_q;
+                const int64_t ubp = ub0 + rf_sweep(gi, 0, ngroups, s) * step_q;
                 const int64_t nq = rf_min64(step_q, ub1 - ubp);
                 for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                     const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
@@ -1923,8 +1919,8 @@ static int FN(forward)(const rf_fwd_args *a)
             if (gru_before) {
                 if (!bpar)
                     rf_barrier_wait(&bar, &sense);
-                for (int64_t ui = ub0; ui < ub1; ui++) {   /* in turn (see 1.) */
-                    const int64_t ub = (s & 1) ? ub0 + ub1 - 1 - ui : ui;
+                for (int64_t ui = ub0; ui < ub1; ui++) {
+                    const int64_t ub = rf_sweep(ui, ub0, ub1, s);
                     const int64_t u0 = ub * VL, nu = rf_min64(VL, H - u0);
                     const REAL *wp = wcand + ub * H * VL;
                     for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
@@ -1952,8 +1948,8 @@ static int FN(forward)(const rf_fwd_args *a)
             if (proj) {
                 if (!bpar)
                     rf_barrier_wait(&bar, &sense);
-                for (int64_t pi = pb0; pi < pb1; pi++) {   /* in turn (see 1.) */
-                    const int64_t pb = (s & 1) ? pb0 + pb1 - 1 - pi : pi;
+                for (int64_t pi = pb0; pi < pb1; pi++) {
+                    const int64_t pb = rf_sweep(pi, pb0, pb1, s);
                     const int64_t p0 = pb * VL, np_ = rf_min64(VL, P - p0);
                     const REAL *wp = wproj + pb * H * VL;
                     for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
@@ -2104,8 +2100,8 @@ static int FN(backward)(const rf_bwd_args *a)
             if (proj) { /* dm = W_hr^T dh needs all of dh */
                 if (!bpar)
                     rf_barrier_wait(&bar, &sense);
-                for (int64_t sui = su0; sui < su1; sui++) {   /* in turn (see 3.) */
-                    const int64_t su = (s & 1) ? su0 + su1 - 1 - sui : sui;
+                for (int64_t sui = su0; sui < su1; sui++) {
+                    const int64_t su = rf_sweep(sui, su0, su1, s);
                     for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                         const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                         for (int64_t r = 0; r < nr; r++)
@@ -2169,8 +2165,8 @@ static int FN(backward)(const rf_bwd_args *a)
             if (gru_before) { /* d(r*h) = W_hn^T dan needs all of dan */
                 if (!bpar)
                     rf_barrier_wait(&bar, &sense);
-                for (int64_t sui = su0; sui < su1; sui++) {   /* in turn (see 3.) */
-                    const int64_t su = (s & 1) ? su0 + su1 - 1 - sui : sui;
+                for (int64_t sui = su0; sui < su1; sui++) {
+                    const int64_t su = rf_sweep(sui, su0, su1, s);
                     for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                         const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                         for (int64_t r = 0; r < nr; r++) {
@@ -2196,11 +2192,10 @@ static int FN(backward)(const rf_bwd_args *a)
             }
             if (!bpar)
                 rf_barrier_wait(&bar, &sense);
-            /* 3. dL/dh_{t-1} = W_hh^T dgr (+ the direct GRU paths), this thread's P-blocks,
-               first to last on even steps and last to first on odd ones, as in the
-               forward: the weights read last are read first in the next step, from L2 */
+            /* 3. dL/dh_{t-1} = W_hh^T dgr (+ the direct GRU paths), this thread's P-blocks
+               in alternating order (rf_sweep) */
             for (int64_t spi = sp0; spi < sp1; spi++) {
-                const int64_t sp = (s & 1) ? sp0 + sp1 - 1 - spi : spi;
+                const int64_t sp = rf_sweep(spi, sp0, sp1, s);
                 for (int64_t i0 = 0; i0 < na; i0 += RF_ROWS_MAX) {
                     const int64_t nr = rf_min64(RF_ROWS_MAX, na - i0);
                     for (int64_t r = 0; r < nr; r++) {

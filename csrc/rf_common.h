@@ -219,6 +219,16 @@ static inline void rf_fpmode_leave(rf_fpmode old) { (void)old; }
 
 static inline int64_t rf_round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
+/* The i-th of the indices lo..hi-1 in time step s: first to last on even steps, last to
+   first on odd ones, so the weights a thread reads last in one step are the first it
+   reads in the next, while they are still in L2 (a cyclic sweep of a slice larger than
+   L2 evicts every line before its reuse). Outputs of different indices are independent:
+   the order changes no result. */
+static inline int64_t rf_sweep(int64_t i, int64_t lo, int64_t hi, int64_t s)
+{
+    return (s & 1) ? lo + hi - 1 - i : i;
+}
+
 /* The next (at most max) unpadded rows m = t*N + n, t < lengths[n], scanning from *m. */
 static inline int64_t rf_next_rows(int64_t T, int64_t N, const int64_t *lens, int64_t *m,
                                    int64_t *rows, int64_t max)
